@@ -1,0 +1,84 @@
+# The two commands a user needs: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+DAGSTER := $(VENV)/bin/dagster
+
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export ASR_DISTILL_RAW ?= $(CURDIR)/data/raw
+export ASR_DISTILL_LAKE ?= $(CURDIR)/data/lake
+export RAY_USAGE_STATS_ENABLED := 0
+export UV_LINK_MODE ?= copy
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: install sysdeps venv dagster-home demo-corpus demo test lint format bench clean
+
+install: sysdeps venv
+
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.8
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+# Re-lock after editing pyproject.toml dependencies.
+lock: $(VENV)/.installed
+	$(UV) pip compile -q pyproject.toml --extra test -o requirements.lock --python-version 3.11
+
+dagster-home:
+	@mkdir -p "$(DAGSTER_HOME)"
+	@[ -f "$(DAGSTER_HOME)/dagster.yaml" ] || cp deploy/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+demo-corpus: install
+	@if [ -d "$(ASR_DISTILL_RAW)" ] || [[ "$(ASR_DISTILL_RAW)" == *"://"* ]]; then \
+	  echo "raw store $(ASR_DISTILL_RAW) exists: keeping it (delete it to regenerate the demo corpus)"; \
+	else \
+	  $(PY) -m asr_distill.demo --out "$(ASR_DISTILL_RAW)" --seed 0; \
+	fi
+
+demo: install dagster-home demo-corpus
+	$(DAGSTER) job execute -m asr_distill.definitions -j discover_partitions
+	@$(PY) -m asr_distill.cli partitions | while IFS= read -r part; do \
+	  echo "== materialising the lineage for partition $$part"; \
+	  tags=$$($(PY) -c 'import json,sys; print(json.dumps({"dagster/partition": sys.argv[1]}))' "$$part"); \
+	  log=$$(mktemp); \
+	  if ! $(DAGSTER) job execute -m asr_distill.definitions -j distill_job --tags "$$tags" >"$$log" 2>&1; then \
+	    cat "$$log"; rm -f "$$log"; echo "the run for partition $$part failed (log above)"; exit 1; \
+	  fi; \
+	  grep -E " - (INFO|WARNING|ERROR) - |ASSET_CHECK_EVALUATION|RUN_SUCCESS" "$$log" | sed -E 's/^.* - (INFO|WARNING|ERROR|DEBUG) - //' || true; \
+	  rm -f "$$log"; \
+	done
+	@echo
+	@$(PY) -m asr_distill.cli where
+	@echo
+	@echo "DAGSTER_HOME=$(DAGSTER_HOME)"
+	@echo "Browse it:  DAGSTER_HOME=$(DAGSTER_HOME) $(DAGSTER) dev -w workspace.yaml"
+
+test: install
+	$(VENV)/bin/ruff check asr_distill tests bench
+	$(PY) -m pytest
+
+lint:
+	$(VENV)/bin/ruff check asr_distill tests bench
+	$(VENV)/bin/ruff format --check asr_distill tests bench
+
+format:
+	$(VENV)/bin/ruff format asr_distill tests bench
+	$(VENV)/bin/ruff check --fix asr_distill tests bench
+
+bench: install
+	$(PY) bench/bench_index.py
+
+clean:
+	rm -rf data .dagster_home bench/out

@@ -1,0 +1,37 @@
+"""Small helpers that turn stage summaries into Dagster metadata a person can read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def md_counts(counts: Mapping[str, int], key_header: str, descriptions: Mapping[str, str] | None = None) -> dg.MetadataValue:
+    """A table of counts per reason, largest first, with optional descriptions."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not items:
+        return dg.MetadataValue.md("_none_")
+    if descriptions:
+        return md_table([key_header, "count", "meaning"], [(k, v, descriptions.get(k, "")) for k, v in items])
+    return md_table([key_header, "count"], items)
+
+
+def md_histogram(edges: Sequence[float], counts: Sequence[int], unit: str = "") -> dg.MetadataValue:
+    """A histogram as a markdown table with text bars."""
+    peak = max(counts) if counts else 0
+    rows = []
+    for i, n in enumerate(counts):
+        lo, hi = edges[i], edges[i + 1]
+        label = f"{lo:g}–{hi:g}{unit}" if hi != float("inf") else f"≥ {lo:g}{unit}"
+        bar = "█" * (round(30 * n / peak) if peak else 0)
+        rows.append((label, n, bar))
+    return md_table(["bin", "count", ""], rows)

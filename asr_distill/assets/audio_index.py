@@ -1,0 +1,117 @@
+"""``audio_index``: one Parquet row per raw audio object of a prefix (probe results + sidecars)."""
+
+
+import dagster as dg
+from pydantic import Field
+
+from asr_distill import lake as layout
+from asr_distill.assets._metadata import md_counts, md_histogram, md_table
+from asr_distill.assets.raw_audio import raw_audio
+from asr_distill.partitions import prefix_of, raw_prefix_partitions
+from asr_distill.resources import StorageResource
+from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, build_index
+from asr_distill.stages.index.schema import PROBE_ERRORS, SIDECAR_ERRORS
+from asr_distill.stages.index.validation import validate_index_file
+
+
+class AudioIndexConfig(dg.Config):
+    force: bool = Field(default=False, description="Re-probe even if the prefix listing is unchanged.")
+    workers: int = Field(default=0, description="Probe threads (0 = 4 per core, at least 4).")
+    max_in_flight: int = Field(default=256, description="Objects being probed at once (bounds memory).")
+
+
+@dg.asset(
+    partitions_def=raw_prefix_partitions,
+    deps=[raw_audio],
+    group_name="index",
+    code_version=INDEX_VERSION,
+    kinds={"parquet"},
+    description=(
+        "One row per raw audio object: size, version, container/codec, rate, channels, frames and the "
+        "duration of the real data, the header's claim when it differs, sidecar text/language/speaker, "
+        "and probe_error (null when fine)."
+    ),
+)
+def audio_index(
+    context: dg.AssetExecutionContext, config: AudioIndexConfig, raw: StorageResource, lake: StorageResource
+) -> dg.MaterializeResult:
+    partition = context.partition_key
+    raw_store, lake_store = raw.get(), lake.get()
+    options = IndexOptions(max_in_flight=config.max_in_flight)
+    if config.workers > 0:
+        options = IndexOptions(workers=config.workers, max_in_flight=config.max_in_flight)
+    out_key = layout.audio_index_key(partition)
+    context.log.info(f"indexing {raw_store.url(prefix_of(partition))} -> {lake_store.url(out_key)}")
+    s = build_index(
+        raw_store,
+        lake_store,
+        partition,
+        prefix_of(partition),
+        out_key,
+        options,
+        force=config.force,
+        progress=context.log.info,
+    )
+    rate = s.rows / s.elapsed_s if s.elapsed_s > 0 else 0.0
+    if s.skipped:
+        context.log.info(
+            f"{partition}: listing unchanged since the last index ({s.rows} rows); not re-probed"
+        )
+    else:
+        context.log.info(f"{partition}: indexed {s.rows} audio objects in {s.elapsed_s:.1f}s ({rate:,.0f}/s)")
+    error_rate = (s.rows - s.ok_rows) / s.rows if s.rows else 0.0
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": s.rows,
+            "path": dg.MetadataValue.path(lake_store.url(out_key)),
+            "rows": s.rows,
+            "readable_rows": s.ok_rows,
+            "probe_error_rows": s.rows - s.ok_rows,
+            "probe_error_rate": round(error_rate, 4),
+            "total_hours": round(s.seconds / 3600, 4),
+            "total_bytes": s.bytes,
+            "rows_with_text": s.with_text,
+            "header_claims_differ": s.truncated,
+            "ignored_objects": s.ignored_objects,
+            "ignored_sample": ", ".join(s.ignored_sample) or "-",
+            "orphan_sidecars": s.orphan_sidecars,
+            "probe_errors": md_counts(s.probe_errors, "probe_error", PROBE_ERRORS),
+            "sidecar_errors": md_counts(s.sidecar_errors, "sidecar_error", SIDECAR_ERRORS),
+            "format_x_sample_rate": md_table(
+                ["container", "sample rate (Hz)", "files"],
+                [(c, r, n) for (c, r), n in sorted(s.format_rate.items())],
+            ),
+            "duration_histogram": md_histogram(DURATION_BINS_S, s.duration_hist, " s"),
+            "reused_previous_index": s.skipped,
+            "elapsed_s": round(s.elapsed_s, 2),
+            "objects_per_s": round(rate, 1),
+            "listing_fingerprint": s.fingerprint,
+        }
+    )
+
+
+@dg.asset_check(
+    asset=audio_index,
+    blocking=True,
+    partitions_def=raw_prefix_partitions,
+    description="pandera schema of the index (types, ranges, reason codes, row invariants).",
+)
+def audio_index_schema(context: dg.AssetCheckExecutionContext, lake: StorageResource) -> dg.AssetCheckResult:
+    partition = context.partition_key
+    store = lake.get()
+    key = layout.audio_index_key(partition)
+    if not store.exists(key):
+        return dg.AssetCheckResult(passed=False, metadata={"error": f"{store.url(key)} was not written"})
+    with store.local_copy(key, suffix=".parquet") as path:
+        rows, failures = validate_index_file(path)
+    if failures is None:
+        return dg.AssetCheckResult(passed=True, metadata={"rows_validated": rows})
+    sample = failures.head(10).astype(str)
+    return dg.AssetCheckResult(
+        passed=False,
+        metadata={
+            "rows_validated": rows,
+            "failure_cases": len(failures),
+            "sample": md_table(list(sample.columns), sample.itertuples(index=False)),
+        },
+    )

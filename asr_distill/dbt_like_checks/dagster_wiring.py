@@ -1,0 +1,122 @@
+"""Compile :class:`CheckSpec` objects into Dagster asset checks (one check per test)."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import dagster as dg
+
+from asr_distill.dbt_like_checks.engine import CheckOutcome, run_check_sql
+from asr_distill.dbt_like_checks.spec import CheckSpec
+from asr_distill.storage import Storage
+
+
+def _store_of(resource: Any) -> Storage:
+    """The lake :class:`Storage` behind a resource (a StorageResource-like ``.get()``, or a Storage)."""
+    if isinstance(resource, Storage):
+        return resource
+    getter = getattr(resource, "get", None)
+    if callable(getter):
+        store = getter()
+        if isinstance(store, Storage):
+            return store
+    raise TypeError(
+        f"the lake resource must be a StorageResource or a Storage, got {type(resource).__name__}"
+    )
+
+
+def _run_partitions(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+    """The partition(s) of the run: one key, the keys of a range, or None for an unpartitioned run."""
+    if context.has_partition_key:
+        return [context.partition_key]
+    if context.has_partition_key_range:
+        return list(context.partition_keys)
+    return None
+
+
+def outcome_metadata(outcome: CheckOutcome) -> dict[str, Any]:
+    """Metadata for the check result: counts, thresholds, the SQL and a sample of failing rows."""
+    spec = outcome.spec
+    meta: dict[str, Any] = {
+        "failures": dg.MetadataValue.int(outcome.failures),
+        "rows_considered": dg.MetadataValue.int(outcome.rows_considered),
+        "partition": dg.MetadataValue.text(
+            ", ".join(outcome.partitions) if outcome.partitions is not None else "(all)"
+        ),
+        "severity": dg.MetadataValue.text(spec.severity),
+        "error_if": dg.MetadataValue.text(str(spec.error_if)),
+        "warn_if": dg.MetadataValue.text(str(spec.warn_if)),
+        "sql": dg.MetadataValue.md(f"```sql\n{outcome.sql}\n```"),
+        "parquet_objects": dg.MetadataValue.json(dict(outcome.objects)),
+    }
+    pct = outcome.failure_pct
+    if pct is not None:
+        meta["failure_pct"] = dg.MetadataValue.float(round(pct, 6))
+    for key, value in outcome.extra.items():
+        if isinstance(value, bool) or value is None:
+            meta[key] = dg.MetadataValue.text(str(value))
+        elif isinstance(value, int):
+            meta[key] = dg.MetadataValue.int(value)
+        elif isinstance(value, float):
+            meta[key] = dg.MetadataValue.float(value)
+        else:
+            meta[key] = dg.MetadataValue.text(str(value))
+    if outcome.problem is not None:
+        meta["problem"] = dg.MetadataValue.text(outcome.problem)
+    sample = outcome.sample_markdown()
+    if sample:
+        meta["sample_failing_rows"] = dg.MetadataValue.md(sample)
+    return meta
+
+
+def outcome_to_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if outcome.status == "error" else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=severity,
+        metadata=outcome_metadata(outcome),
+        description=outcome.message,
+    )
+
+
+def _build_one(
+    spec: CheckSpec, lake_resource_key: str, partitions_def: dg.PartitionsDefinition | None
+) -> dg.AssetChecksDefinition:
+    description = spec.description or spec.summary()
+
+    @dg.asset_check(
+        asset=dg.AssetKey(list(spec.asset_key)),
+        name=spec.name,
+        description=description,
+        blocking=spec.blocking,
+        required_resource_keys={lake_resource_key},
+        partitions_def=partitions_def,
+        metadata={
+            "test": spec.test,
+            "table": spec.table,
+            "column": spec.column or "",
+            "severity": spec.severity,
+            "defined_at": f"{spec.source}:{spec.line}",
+        },
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        store = _store_of(getattr(context.resources, lake_resource_key))
+        outcome = run_check_sql(spec, store, _run_partitions(context))
+        log = context.log.info if outcome.passed else context.log.warning
+        log(f"{spec.asset_path}:{spec.name}: {outcome.status}: {outcome.message}")
+        return outcome_to_result(outcome)
+
+    return _check
+
+
+def build_asset_checks(
+    specs: Iterable[CheckSpec],
+    *,
+    lake_resource_key: str = "lake",
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> list[dg.AssetChecksDefinition]:
+    """One Dagster asset check per spec; ``severity: error`` tests are blocking.
+
+    ``partitions_def`` (when given) must be the checked assets' partitions definition; either way a
+    check evaluates the partition(s) of the run it executes in.
+    """
+    return [_build_one(spec, lake_resource_key, partitions_def) for spec in specs]

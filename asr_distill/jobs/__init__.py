@@ -1,0 +1,56 @@
+"""Jobs users run from the UI or ``dagster job execute``."""
+
+import dagster as dg
+
+from asr_distill.assets.audio_index import audio_index
+from asr_distill.partitions import is_valid_partition_name, raw_prefix_partitions
+from asr_distill.resources import StorageResource
+
+
+@dg.op(description="List top-level prefixes of the raw store and register new ones as partitions.")
+def register_raw_prefixes(context: dg.OpExecutionContext, raw: StorageResource) -> dg.Output[list[str]]:
+    store = raw.get()
+    found = [p.rstrip("/") for p in store.list_prefixes("")]
+    valid = [p for p in found if is_valid_partition_name(p)]
+    invalid = sorted(set(found) - set(valid))
+    for name in invalid:
+        context.log.warning(f"prefix {name!r} cannot be a partition name (hidden, or has , [ ] or control chars)")
+    known = set(context.instance.get_dynamic_partitions(raw_prefix_partitions.name))
+    new = [p for p in valid if p not in known]
+    if new:
+        context.instance.add_dynamic_partitions(raw_prefix_partitions.name, new)
+    context.log.info(
+        f"{store.url()}: {len(found)} prefixes, {len(new)} new partitions registered, {len(invalid)} rejected"
+    )
+    return dg.Output(
+        new,
+        metadata={
+            "raw_store": store.url(),
+            "prefixes_found": len(found),
+            "new_partitions": dg.MetadataValue.json(new),
+            "rejected_prefixes": dg.MetadataValue.json(invalid),
+            "total_partitions": len(known) + len(new),
+        },
+    )
+
+
+@dg.job(description="Register every top-level prefix of the raw store as a partition.")
+def discover_partitions() -> None:
+    register_raw_prefixes()
+
+
+distill_job = dg.define_asset_job(
+    "distill_job",
+    selection=dg.AssetSelection.assets(audio_index),
+    executor_def=dg.in_process_executor,
+    description="The whole lineage for one partition (a raw prefix).",
+)
+
+index_job = dg.define_asset_job(
+    "index_job",
+    selection=dg.AssetSelection.assets(audio_index),
+    executor_def=dg.in_process_executor,
+    description="Only the Parquet index of a partition.",
+)
+
+__all__ = ["discover_partitions", "distill_job", "index_job", "register_raw_prefixes"]

@@ -1,0 +1,5 @@
+"""Resources at the edges of the lineage: storage (and later Ray and the teacher)."""
+
+from asr_distill.resources.storage import StorageResource
+
+__all__ = ["StorageResource"]

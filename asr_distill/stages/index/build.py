@@ -1,0 +1,336 @@
+"""Build the ``audio_index`` table of one raw prefix: stream the listing, probe in parallel, write Parquet.
+
+Memory stays bounded whatever the prefix size: the listing is consumed as a stream, sidecars are
+matched to their audio with a small window (keys sharing the stem ``a/b.`` are contiguous in a
+sorted listing), at most ``max_in_flight`` probes run at once and rows are written in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asr_distill.stages.index.probe import Probe, probe_audio
+from asr_distill.stages.index.schema import AUDIO_EXTENSIONS, AUDIO_INDEX_SCHEMA, SIDECAR_EXTENSIONS
+from asr_distill.storage import ObjectInfo, Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = "1"  # bump when probing logic changes what a row holds
+FINGERPRINT_META = b"asr_distill.listing_fingerprint"
+DURATION_BINS_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, float("inf"))
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    workers: int = max(4, 4 * (os.cpu_count() or 1))
+    max_in_flight: int = 256
+    batch_rows: int = 2048
+    progress_every_s: float = 10.0
+
+
+@dataclass
+class Group:
+    """One stem (``dir/name``) with its audio objects and sidecars."""
+
+    stem: str
+    audio: list[ObjectInfo] = field(default_factory=list)
+    txt: ObjectInfo | None = None
+    json: ObjectInfo | None = None
+
+
+@dataclass
+class IndexSummary:
+    rows: int = 0
+    ok_rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    probe_errors: Counter[str] = field(default_factory=Counter)
+    sidecar_errors: Counter[str] = field(default_factory=Counter)
+    with_text: int = 0
+    truncated: int = 0
+    format_rate: Counter[tuple[str, int]] = field(default_factory=Counter)
+    duration_hist: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BINS_S) - 1))
+    ignored_objects: int = 0
+    ignored_sample: list[str] = field(default_factory=list)
+    orphan_sidecars: int = 0
+    elapsed_s: float = 0.0
+    skipped: bool = False
+    fingerprint: str = ""
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        self.bytes += row["size"]
+        if row["probe_error"]:
+            self.probe_errors[row["probe_error"]] += 1
+        else:
+            self.ok_rows += 1
+            dur = row["duration_s"] or 0.0
+            self.seconds += dur
+            self.format_rate[(row["container"] or "?", row["sample_rate"] or 0)] += 1
+            for i in range(len(DURATION_BINS_S) - 1):
+                if DURATION_BINS_S[i] <= dur < DURATION_BINS_S[i + 1]:
+                    self.duration_hist[i] += 1
+                    break
+            if row["header_duration_s"] is not None:
+                self.truncated += 1
+        if row["sidecar_error"]:
+            self.sidecar_errors[row["sidecar_error"]] += 1
+        if row["text"] is not None:
+            self.with_text += 1
+
+
+def _ext(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name.lstrip(".") else ""
+
+
+def _stem(key: str) -> str:
+    head, _, name = key.rpartition("/")
+    base = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{head}/{base}" if head else base
+
+
+def group_listing(
+    objects: Iterable[ObjectInfo], on_ignored: Callable[[ObjectInfo], None] | None = None
+) -> Iterator[Group]:
+    """Group a key-sorted listing into stems; yields each group once all of its keys were seen."""
+    pending: dict[str, Group] = {}
+
+    def flush_before(key: str) -> Iterator[Group]:
+        for stem in [s for s in pending if not key.startswith(s + ".")]:
+            yield pending.pop(stem)
+
+    for obj in objects:
+        yield from flush_before(obj.key)
+        ext = _ext(obj.key)
+        if ext not in AUDIO_EXTENSIONS and ext not in SIDECAR_EXTENSIONS:
+            if on_ignored:
+                on_ignored(obj)
+            continue
+        stem = _stem(obj.key)
+        group = pending.get(stem)
+        if group is None:
+            group = pending[stem] = Group(stem)
+        if ext in AUDIO_EXTENSIONS:
+            group.audio.append(obj)
+        elif ext == "txt":
+            group.txt = obj
+        else:
+            group.json = obj
+    yield from pending.values()
+
+
+def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
+    """Text, language and speaker from a group's sidecars, with an error code when one is bad."""
+    out: dict[str, Any] = {"text": None, "language": None, "speaker": None, "sidecar_key": None, "sidecar_error": None}
+    txt_text = None
+    if group.txt is not None:
+        out["sidecar_key"] = group.txt.key
+        try:
+            txt_text = store.read_bytes(group.txt.key).decode("utf-8").strip()
+            out["text"] = txt_text
+        except UnicodeDecodeError:
+            out["sidecar_error"] = "not_utf8"
+        except StorageError:
+            out["sidecar_error"] = "read_error"
+    if group.json is not None:
+        out["sidecar_key"] = group.json.key
+        try:
+            doc = json.loads(store.read_bytes(group.json.key).decode("utf-8"))
+        except UnicodeDecodeError:
+            out["sidecar_error"] = "not_utf8"
+            return out
+        except StorageError:
+            out["sidecar_error"] = "read_error"
+            return out
+        except ValueError:
+            out["sidecar_error"] = "invalid_json"
+            return out
+        if not isinstance(doc, dict):
+            out["sidecar_error"] = "invalid_json"
+            return out
+        fields = {f: doc.get(f) for f in ("text", "language", "speaker")}
+        if any(v is not None and not isinstance(v, str) for v in fields.values()):
+            out["sidecar_error"] = "bad_field"
+            fields = {f: (v if isinstance(v, str) else None) for f, v in fields.items()}
+        if fields["text"] is not None:
+            json_text = fields["text"].strip()
+            if txt_text is not None and txt_text != json_text:
+                out["sidecar_error"] = "conflicting_sidecars"
+            out["text"] = json_text
+        out["language"] = fields["language"]
+        out["speaker"] = fields["speaker"]
+    return out
+
+
+def probe_object(store: Storage, obj: ObjectInfo) -> Probe:
+    """Probe one object from any store: by path when local, by bytes otherwise."""
+    if obj.size == 0:
+        return Probe(error="empty_object", detail="0 bytes")
+    try:
+        path = store.local_path(obj.key)
+        source: Any = path if path is not None else store.read_bytes(obj.key)
+    except StorageError as exc:
+        return Probe(error="read_error", detail=str(exc)[:300])
+    try:
+        return probe_audio(source, size=obj.size)
+    except OSError as exc:
+        return Probe(error="read_error", detail=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def make_row(partition: str, obj: ObjectInfo, probe: Probe, side: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "partition": partition,
+        "key": obj.key,
+        "size": obj.size,
+        "etag": obj.etag,
+        "mtime": datetime.fromtimestamp(obj.mtime, UTC) if obj.mtime is not None else None,
+        "extension": _ext(obj.key),
+        "container": probe.container,
+        "codec": probe.codec,
+        "sample_rate": probe.sample_rate,
+        "channels": probe.channels,
+        "frames": probe.frames,
+        "duration_s": probe.duration_s,
+        "header_duration_s": probe.header_duration_s,
+        "text": side["text"],
+        "language": side["language"],
+        "speaker": side["speaker"],
+        "sidecar_key": side["sidecar_key"],
+        "sidecar_error": side["sidecar_error"],
+        "probe_error": probe.error,
+        "probe_detail": probe.detail,
+    }
+
+
+@dataclass(frozen=True)
+class ListingFingerprint:
+    digest: str
+    objects: int
+    bytes: int
+
+
+def listing_fingerprint(store: Storage, prefix: str) -> ListingFingerprint:
+    """sha256 over (key, version) of every object under ``prefix`` plus the index version."""
+    h = hashlib.sha256(f"asr_distill.audio_index/{INDEX_VERSION}\n".encode())
+    n = size = 0
+    for obj in store.iter_objects(prefix):
+        h.update(f"{obj.key}\t{obj.version_tag}\n".encode())
+        n += 1
+        size += obj.size
+    return ListingFingerprint(h.hexdigest(), n, size)
+
+
+def existing_fingerprint(lake: Storage, key: str) -> str | None:
+    """The listing fingerprint recorded in an existing index file, if any."""
+    if not lake.exists(key):
+        return None
+    try:
+        with lake.local_copy(key, suffix=".parquet") as path:
+            meta = pq.read_schema(path).metadata or {}
+    except Exception:  # an unreadable old index is simply rebuilt
+        return None
+    value = meta.get(FINGERPRINT_META)
+    return value.decode() if value else None
+
+
+def iter_index_rows(
+    raw: Storage,
+    partition: str,
+    prefix: str,
+    options: IndexOptions,
+    summary: IndexSummary,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Rows of the index in a deterministic order (listing order), probing with a bounded thread pool."""
+
+    def ignored(obj: ObjectInfo) -> None:
+        summary.ignored_objects += 1
+        if len(summary.ignored_sample) < 10:
+            summary.ignored_sample.append(obj.key)
+
+    def work(group: Group) -> list[dict[str, Any]]:
+        side = read_sidecars(raw, group) if (group.txt or group.json) else read_sidecars(raw, Group(group.stem))
+        return [make_row(partition, obj, probe_object(raw, obj), side) for obj in group.audio]
+
+    started = time.monotonic()
+    last_report = started
+    queue: deque[Future[list[dict[str, Any]]]] = deque()
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="probe") as pool:
+
+        def drain(limit: int) -> Iterator[dict[str, Any]]:
+            nonlocal last_report
+            while len(queue) > limit:
+                for row in queue.popleft().result():
+                    summary.add(row)
+                    yield row
+                now = time.monotonic()
+                if progress and now - last_report >= options.progress_every_s:
+                    last_report = now
+                    rate = summary.rows / max(now - started, 1e-9)
+                    progress(f"indexed {summary.rows} objects of {prefix!r} ({rate:,.0f} objects/s)")
+
+        for group in group_listing(raw.iter_objects(prefix), ignored):
+            if not group.audio:
+                summary.orphan_sidecars += int(group.txt is not None) + int(group.json is not None)
+                continue
+            queue.append(pool.submit(work, group))
+            yield from drain(options.max_in_flight)
+        yield from drain(0)
+
+
+def build_index(
+    raw: Storage,
+    lake: Storage,
+    partition: str,
+    prefix: str,
+    out_key: str,
+    options: IndexOptions | None = None,
+    *,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> IndexSummary:
+    """Index every audio object under ``prefix`` into ``out_key`` (atomic), unless already up to date."""
+    options = options or IndexOptions()
+    started = time.monotonic()
+    fingerprint = listing_fingerprint(raw, prefix).digest
+    summary = IndexSummary(fingerprint=fingerprint)
+    if not force and existing_fingerprint(lake, out_key) == fingerprint:
+        summary.skipped = True
+        _summarise_existing(lake, out_key, summary)
+        summary.elapsed_s = time.monotonic() - started
+        return summary
+    schema = AUDIO_INDEX_SCHEMA.with_metadata({FINGERPRINT_META: fingerprint.encode()})
+    with lake.staged_file(out_key, suffix=".parquet") as path:
+        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+            batch: list[dict[str, Any]] = []
+            for row in iter_index_rows(raw, partition, prefix, options, summary, progress):
+                batch.append(row)
+                if len(batch) >= options.batch_rows:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    batch.clear()
+            if batch or summary.rows == 0:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _summarise_existing(lake: Storage, key: str, summary: IndexSummary) -> None:
+    with lake.local_copy(key, suffix=".parquet") as path:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=8192):
+            for row in batch.to_pylist():
+                summary.add(row)

@@ -1,0 +1,53 @@
+"""Columns of the ``audio_index`` Parquet table (one row per raw audio object)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+AUDIO_EXTENSIONS = frozenset({"wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "aac"})
+SIDECAR_EXTENSIONS = frozenset({"txt", "json"})
+
+# Reason codes written to ``probe_error`` (documented in the README).
+PROBE_ERRORS = {
+    "empty_object": "the object has zero bytes",
+    "unrecognised_format": "no decoder recognises the bytes (e.g. a text file named .wav)",
+    "malformed_header": "the container header is cut or inconsistent",
+    "zero_channels": "the header declares no audio channels",
+    "no_audio_data": "the header is fine but there is no decodable audio",
+    "decode_error": "the decoder failed while reading audio data",
+    "read_error": "the object could not be read from storage",
+}
+
+# Reason codes written to ``sidecar_error`` (the audio row itself stays valid).
+SIDECAR_ERRORS = {
+    "not_utf8": "the sidecar is not valid UTF-8",
+    "invalid_json": "the .json sidecar is not a JSON object",
+    "bad_field": "a .json field has the wrong type (text, language and speaker must be strings)",
+    "conflicting_sidecars": "both .txt and .json exist and disagree on the text (the .json wins)",
+    "read_error": "the sidecar could not be read from storage",
+}
+
+AUDIO_INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("partition", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("etag", pa.string()),
+        pa.field("mtime", pa.timestamp("us", tz="UTC")),
+        pa.field("extension", pa.string(), nullable=False),
+        pa.field("container", pa.string()),
+        pa.field("codec", pa.string()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("channels", pa.int16()),
+        pa.field("frames", pa.int64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("header_duration_s", pa.float64()),
+        pa.field("text", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("speaker", pa.string()),
+        pa.field("sidecar_key", pa.string()),
+        pa.field("sidecar_error", pa.string()),
+        pa.field("probe_error", pa.string()),
+        pa.field("probe_detail", pa.string()),
+    ]
+)
