@@ -12,7 +12,6 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export ASR_DISTILL_RAW ?= $(CURDIR)/data/raw
 export ASR_DISTILL_LAKE ?= $(CURDIR)/data/lake
 export RAY_USAGE_STATS_ENABLED := 0
-export UV_LINK_MODE ?= copy
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: install sysdeps venv dagster-home demo-corpus demo test lint format bench clean
