@@ -55,7 +55,8 @@ demo: install dagster-home demo-corpus
 	  if ! $(DAGSTER) job execute -m asr_distill.definitions -j distill_job --tags "$$tags" >"$$log" 2>&1; then \
 	    cat "$$log"; rm -f "$$log"; echo "the run for partition $$part failed (log above)"; exit 1; \
 	  fi; \
-	  grep -E " - (INFO|WARNING|ERROR) - |ASSET_CHECK_EVALUATION|RUN_SUCCESS" "$$log" | sed -E 's/^.* - (INFO|WARNING|ERROR|DEBUG) - //' || true; \
+	  grep -E " - (INFO|WARNING|ERROR) - |did not pass|RUN_SUCCESS" "$$log" \
+	    | sed -E 's/^.* - [0-9a-f-]{36} - ([0-9]+ - )?//' | grep -vE ": pass: " || true; \
 	  rm -f "$$log"; \
 	done
 	@echo
