@@ -24,3 +24,11 @@ def raw_uri() -> str:
 def lake_uri() -> str:
     """Where every derived artefact is written: ``$ASR_DISTILL_LAKE`` or ``./data/lake``."""
     return _resolve(os.environ.get(LAKE_ENV) or DEFAULT_LAKE)
+
+
+EXECUTOR_ENV = "ASR_DISTILL_EXECUTOR"
+
+
+def executor_name() -> str:
+    """The run executor: ``in_process`` (default), ``multiprocess`` or ``k8s``."""
+    return (os.environ.get(EXECUTOR_ENV) or "in_process").strip()

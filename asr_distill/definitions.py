@@ -3,15 +3,30 @@
 import dagster as dg
 
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
-from asr_distill.config import lake_uri, raw_uri
+from asr_distill.config import executor_name, lake_uri, raw_uri
 from asr_distill.jobs import discover_partitions, distill_job, index_job
 from asr_distill.resources import StorageResource
 from asr_distill.sensors import ALL_SENSORS
 
 
+def _executor(name: str) -> dg.ExecutorDefinition:
+    """``in_process`` (default: the lineage is linear and each stage parallelises internally),
+    ``multiprocess``, or ``k8s`` (one Kubernetes Job per step, dagster-k8s)."""
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    raise ValueError(f"ASR_DISTILL_EXECUTOR must be in_process, multiprocess or k8s, not {name!r}")
+
+
 def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Definitions:
     """Definitions for a raw store and a lake (defaults: ``$ASR_DISTILL_RAW`` / ``$ASR_DISTILL_LAKE``)."""
     return dg.Definitions(
+        executor=_executor(executor_name()),
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[discover_partitions, distill_job, index_job],

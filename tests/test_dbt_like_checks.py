@@ -506,11 +506,11 @@ def test_build_asset_checks_names_and_blocking(tmp_path: Path) -> None:
         "version: 1\nassets:\n  - asset: group/dlc_items\n    table: dlc_items\n"
         "    columns:\n      - name: key\n        tests: [unique, {not_null: {severity: warn}}]\n",
     )
-    checks = build_asset_checks(specs)
-    keys = [next(iter(c.check_keys)) for c in checks]
-    assert [k.name for k in keys] == ["dlc_items__key__unique", "dlc_items__key__not_null"]
-    assert all(k.asset_key == dg.AssetKey(["group", "dlc_items"]) for k in keys)
-    assert [next(iter(c.check_specs)).blocking for c in checks] == [True, False]
+    (checks,) = build_asset_checks(specs)  # one step per asset, one check per test
+    by_name = {s.name: s for s in checks.check_specs}
+    assert sorted(by_name) == ["dlc_items__key__not_null", "dlc_items__key__unique"]
+    assert all(s.asset_key == dg.AssetKey(["group", "dlc_items"]) for s in by_name.values())
+    assert by_name["dlc_items__key__unique"].blocking and not by_name["dlc_items__key__not_null"].blocking
 
 
 PARTS = dg.DynamicPartitionsDefinition(name="dlc_test_parts")

@@ -1,4 +1,4 @@
-"""Compile :class:`CheckSpec` objects into Dagster asset checks (one check per test)."""
+"""Compile :class:`CheckSpec` objects into Dagster asset checks (one check per test, one step per asset)."""
 
 from collections.abc import Iterable
 from typing import Any
@@ -78,17 +78,12 @@ def outcome_to_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
     )
 
 
-def _build_one(
-    spec: CheckSpec, lake_resource_key: str, partitions_def: dg.PartitionsDefinition | None
-) -> dg.AssetChecksDefinition:
-    description = spec.description or spec.summary()
-
-    @dg.asset_check(
+def _spec_of(spec: CheckSpec, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        spec.name,
         asset=dg.AssetKey(list(spec.asset_key)),
-        name=spec.name,
-        description=description,
+        description=spec.description or spec.summary(),
         blocking=spec.blocking,
-        required_resource_keys={lake_resource_key},
         partitions_def=partitions_def,
         metadata={
             "test": spec.test,
@@ -98,14 +93,44 @@ def _build_one(
             "defined_at": f"{spec.source}:{spec.line}",
         },
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        store = _store_of(getattr(context.resources, lake_resource_key))
-        outcome = run_check_sql(spec, store, _run_partitions(context))
-        log = context.log.info if outcome.passed else context.log.warning
-        log(f"{spec.asset_path}:{spec.name}: {outcome.status}: {outcome.message}")
-        return outcome_to_result(outcome)
 
-    return _check
+
+def _build_for_asset(
+    asset_path: str,
+    specs: list[CheckSpec],
+    lake_resource_key: str,
+    partitions_def: dg.PartitionsDefinition | None,
+) -> dg.AssetChecksDefinition:
+    """All declarative tests of one asset in one step; each test is its own (subsettable) check."""
+    by_key = {dg.AssetCheckKey(dg.AssetKey(list(s.asset_key)), s.name): s for s in specs}
+    step_name = "dbt_like_checks__" + asset_path.replace("/", "__")
+
+    @dg.multi_asset_check(
+        name=step_name,
+        specs=[_spec_of(s, partitions_def) for s in specs],
+        can_subset=True,
+        required_resource_keys={lake_resource_key},
+        description=f"declarative checks of {asset_path} ({len(specs)} tests, DuckDB)",
+    )
+    def _checks(context: dg.AssetCheckExecutionContext):  # type: ignore[no-untyped-def]
+        store = _store_of(getattr(context.resources, lake_resource_key))
+        partitions = _run_partitions(context)
+        for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
+            spec = by_key[check_key]
+            outcome = run_check_sql(spec, store, partitions)
+            log = context.log.info if outcome.passed else context.log.warning
+            log(f"{spec.asset_path}:{spec.name}: {outcome.status}: {outcome.message}")
+            result = outcome_to_result(outcome)
+            yield dg.AssetCheckResult(
+                asset_key=check_key.asset_key,
+                check_name=check_key.name,
+                passed=result.passed,
+                severity=result.severity,
+                metadata=result.metadata,
+                description=result.description,
+            )
+
+    return _checks
 
 
 def build_asset_checks(
@@ -114,9 +139,14 @@ def build_asset_checks(
     lake_resource_key: str = "lake",
     partitions_def: dg.PartitionsDefinition | None = None,
 ) -> list[dg.AssetChecksDefinition]:
-    """One Dagster asset check per spec; ``severity: error`` tests are blocking.
+    """One Dagster asset check per spec, grouped in one step per asset; ``error`` tests are blocking.
 
     ``partitions_def`` (when given) must be the checked assets' partitions definition; either way a
     check evaluates the partition(s) of the run it executes in.
     """
-    return [_build_one(spec, lake_resource_key, partitions_def) for spec in specs]
+    grouped: dict[str, list[CheckSpec]] = {}
+    for spec in specs:
+        grouped.setdefault(spec.asset_path, []).append(spec)
+    return [
+        _build_for_asset(path, group, lake_resource_key, partitions_def) for path, group in sorted(grouped.items())
+    ]
