@@ -5,7 +5,7 @@ import dagster as dg
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.config import executor_name, lake_uri, raw_uri
 from asr_distill.jobs import discover_partitions, distill_job, index_job
-from asr_distill.resources import StorageResource
+from asr_distill.resources import make_storage_resource
 from asr_distill.sensors import ALL_SENSORS
 
 
@@ -32,8 +32,8 @@ def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Def
         jobs=[discover_partitions, distill_job, index_job],
         sensors=ALL_SENSORS,
         resources={
-            "raw": StorageResource(uri=raw or raw_uri()),
-            "lake": StorageResource(uri=lake or lake_uri()),
+            "raw": make_storage_resource(raw or raw_uri()),
+            "lake": make_storage_resource(lake or lake_uri()),
         },
     )
 

@@ -40,7 +40,9 @@ class StorageResource(dg.ConfigurableResource):
     endpoint: str | None = Field(default=None, description="OSS endpoint, e.g. oss-cn-hangzhou.aliyuncs.com")
     region: str | None = Field(default=None, description="OSS region for V4 signing, e.g. cn-hangzhou")
     access_key_id: str | None = Field(default=None, description="OSS AccessKey id (use an EnvVar)")
-    access_key_secret: str | None = Field(default=None, repr=False, description="OSS AccessKey secret (EnvVar)")
+    access_key_secret: str | None = Field(
+        default=None, repr=False, description="OSS AccessKey secret (EnvVar)"
+    )
     security_token: str | None = Field(default=None, repr=False, description="STS token (EnvVar), optional")
     signature_version: str = Field(default="v4", description="'v4' (default) or 'v1'")
     multipart_threshold_mb: int = Field(default=64, description="uploads at or above this size use multipart")
