@@ -16,7 +16,7 @@ from asr_distill.stages.index.validation import validate_index_file
 
 class AudioIndexConfig(dg.Config):
     force: bool = Field(default=False, description="Re-probe even if the prefix listing is unchanged.")
-    workers: int = Field(default=0, description="Probe threads (0 = 4 per core, at least 4).")
+    workers: int = Field(default=0, description="Probe threads (0 = one per core locally, 8 per core on OSS).")
     max_in_flight: int = Field(default=256, description="Objects being probed at once (bounds memory).")
 
 
@@ -37,9 +37,7 @@ def audio_index(
 ) -> dg.MaterializeResult:
     partition = context.partition_key
     raw_store, lake_store = raw.get(), lake.get()
-    options = IndexOptions(max_in_flight=config.max_in_flight)
-    if config.workers > 0:
-        options = IndexOptions(workers=config.workers, max_in_flight=config.max_in_flight)
+    options = IndexOptions(workers=config.workers or None, max_in_flight=config.max_in_flight)
     out_key = layout.audio_index_key(partition)
     context.log.info(f"indexing {raw_store.url(prefix_of(partition))} -> {lake_store.url(out_key)}")
     s = build_index(

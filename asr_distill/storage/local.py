@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import uuid
@@ -24,21 +25,33 @@ from asr_distill.storage.base import (
 TMP_MARK = ".asrd-tmp-"
 
 
+@functools.lru_cache(maxsize=8192)
+def _realpath_cached(path: str) -> str:
+    """Real path of a folder. Cached: a folder swapped for a symlink *while* a process runs is not seen."""
+    return os.path.realpath(path)
+
+
 class LocalStorage(Storage):
     """Objects are files below ``root``; keys are their ``/``-separated relative paths."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(os.path.abspath(os.fspath(root)))
         self.uri = str(self.root)
+        self._real_root = os.path.realpath(self.root)
 
     # -- key -> path ---------------------------------------------------------------------
     def _path(self, key: str) -> Path:
         validate_key(key)
         path = self.root / key
-        # Symlinks (or anything else) must not lead outside the root.
-        real_root = os.path.realpath(self.root)
-        real = os.path.realpath(path)
-        if os.path.commonpath([real_root, real]) != real_root:
+        # Symlinks (or anything else) must not lead outside the root. Resolving every component
+        # of every key is slow, so the real path of parent folders is cached; the object's own
+        # name is checked on each call.
+        parent, _, name = key.rpartition("/")
+        real_parent = _realpath_cached(f"{self.root}/{parent}") if parent else self._real_root
+        real = os.path.join(real_parent, name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise InvalidKeyError(key, "resolves outside the storage root")
         return path
 

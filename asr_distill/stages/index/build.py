@@ -35,7 +35,9 @@ DURATION_BINS_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, float("inf")
 
 @dataclass(frozen=True)
 class IndexOptions:
-    workers: int = max(4, 4 * (os.cpu_count() or 1))
+    # Probe threads. None: one per core for local stores (probing is CPU-bound), 8 per core for
+    # remote stores (requests wait on the network).
+    workers: int | None = None
     max_in_flight: int = 256
     batch_rows: int = 2048
     progress_every_s: float = 10.0
@@ -247,6 +249,15 @@ def existing_fingerprint(lake: Storage, key: str) -> str | None:
     return value.decode() if value else None
 
 
+def _default_workers(store: Storage) -> int:
+    cores = os.cpu_count() or 1
+    try:
+        local = store.local_path("probe") is not None
+    except StorageError:
+        local = False
+    return max(2, cores) if local else 8 * cores
+
+
 def iter_index_rows(
     raw: Storage,
     partition: str,
@@ -269,7 +280,8 @@ def iter_index_rows(
     started = time.monotonic()
     last_report = started
     queue: deque[Future[list[dict[str, Any]]]] = deque()
-    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="probe") as pool:
+    workers = options.workers or _default_workers(raw)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
 
         def drain(limit: int) -> Iterator[dict[str, Any]]:
             nonlocal last_report

@@ -28,6 +28,10 @@ TAIL_FRAMES = 1024
 CLAIM_TOLERANCE_S = 0.02
 CLAIM_TOLERANCE_REL = 0.005
 PCM_CONTAINERS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "NIST", "IRCAM", "VOC"})
+# libsndfile takes an Ogg stream's length from its last page, i.e. from the data present.
+TRUSTED_LENGTH = PCM_CONTAINERS | {"OGG"}
+HEAD_BYTES = 4096
+MAX_HEAD_BYTES = 65536
 
 
 @dataclass(slots=True)
@@ -78,6 +82,32 @@ def riff_claimed_frames(head: bytes) -> int | None:
     return data_size // block_align
 
 
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_declared_bytes(head: bytes) -> int | None:
+    """Stream size the Xing/Info header of an MP3 declares (bytes from the first frame), if any."""
+    pos = 0
+    if head[:3] == b"ID3" and len(head) >= 10:
+        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
+        pos = 10 + size + (10 if head[5] & 0x10 else 0)
+    while pos + 4 <= len(head) and not (head[pos] == 0xFF and head[pos + 1] & 0xE0 == 0xE0):
+        pos += 1
+    if pos + 4 > len(head):
+        return None
+    version = (head[pos + 1] >> 3) & 0x3  # 3 = MPEG1, 2 = MPEG2, 0 = MPEG2.5
+    mono = (head[pos + 3] >> 6) & 0x3 == 3
+    side = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+    tag = pos + 4 + side
+    if head[tag : tag + 4] not in (b"Xing", b"Info") or tag + 16 > len(head):
+        return None
+    flags = struct.unpack_from(">I", head, tag + 4)[0]
+    offset = tag + 8 + (4 if flags & 1 else 0)
+    if not flags & 2 or offset + 4 > len(head):
+        return None
+    return pos + struct.unpack_from(">I", head, offset)[0]
+
+
 def _classify_sf_error(message: str) -> str:
     m = message.lower()
     if "channel count is zero" in m:
@@ -103,13 +133,16 @@ def _count_frames(f: sf.SoundFile) -> int:
         n += len(block)
 
 
-def _probe_soundfile(source: str | BinaryIO, head: bytes) -> Probe:
+def _probe_soundfile(source: str | BinaryIO, head: bytes, size: int) -> Probe:
     with sf.SoundFile(source) as f:
         p = Probe(container=f.format, codec=f.subtype, sample_rate=f.samplerate, channels=f.channels)
         header_frames = f.frames
         if f.channels <= 0:
             return Probe(container=f.format, codec=f.subtype, error="zero_channels", detail="0 channels")
-        if f.format in PCM_CONTAINERS:
+        declared = mp3_declared_bytes(head) if f.format == "MP3" else None
+        if f.format in TRUSTED_LENGTH or (declared is not None and size >= declared):
+            # Frames derived from the bytes present (PCM, Ogg), or an MP3 whose Xing header's byte
+            # count is all there: no read-back needed.
             real = header_frames
             claimed = riff_claimed_frames(head) if f.format in ("WAV", "WAVEX") else None
         else:
@@ -168,10 +201,17 @@ def _probe_pyav(source: str | BinaryIO, sniffed: str | None) -> Probe:
         return p
 
 
+def _wants_more_head(head: bytes) -> bool:
+    """A WAV whose ``data`` chunk starts beyond the first bytes (big metadata chunks), or an ID3 tag."""
+    return (head[:4] == b"RIFF" and b"data" not in head) or head[:3] == b"ID3"
+
+
 def probe_audio(source: str | Path | bytes, *, size: int | None = None) -> Probe:
     """Probe a local file path or the object's bytes. Never raises for bad audio."""
     if isinstance(source, bytes):
-        head = source[:65536]
+        head = source[:HEAD_BYTES]
+        if _wants_more_head(head):
+            head = source[:MAX_HEAD_BYTES]
         size = len(source) if size is None else size
 
         def opener() -> str | BinaryIO:
@@ -179,7 +219,9 @@ def probe_audio(source: str | Path | bytes, *, size: int | None = None) -> Probe
     else:
         path = str(source)
         with open(path, "rb") as fh:
-            head = fh.read(65536)
+            head = fh.read(HEAD_BYTES)
+            if _wants_more_head(head):
+                head += fh.read(MAX_HEAD_BYTES - HEAD_BYTES)
         size = Path(path).stat().st_size if size is None else size
 
         def opener() -> str | BinaryIO:
@@ -189,7 +231,7 @@ def probe_audio(source: str | Path | bytes, *, size: int | None = None) -> Probe
         return Probe(error="empty_object", detail="0 bytes")
     sniffed = sniff_container(head)
     try:
-        return _probe_soundfile(opener(), head)
+        return _probe_soundfile(opener(), head, size)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         sf_error = _classify_sf_error(str(exc))
         sf_detail = str(exc).split(": ", 1)[-1]
