@@ -225,15 +225,31 @@ class ListingFingerprint:
     bytes: int
 
 
+class Fingerprinter:
+    """Accumulates the listing fingerprint: sha256 over (key, version) of every object, plus the index version."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256(f"asr_distill.audio_index/{INDEX_VERSION}\n".encode())
+        self.objects = 0
+        self.bytes = 0
+
+    def watch(self, objects: Iterable[ObjectInfo]) -> Iterator[ObjectInfo]:
+        for obj in objects:
+            self._h.update(f"{obj.key}\t{obj.version_tag}\n".encode())
+            self.objects += 1
+            self.bytes += obj.size
+            yield obj
+
+    def result(self) -> ListingFingerprint:
+        return ListingFingerprint(self._h.hexdigest(), self.objects, self.bytes)
+
+
 def listing_fingerprint(store: Storage, prefix: str) -> ListingFingerprint:
-    """sha256 over (key, version) of every object under ``prefix`` plus the index version."""
-    h = hashlib.sha256(f"asr_distill.audio_index/{INDEX_VERSION}\n".encode())
-    n = size = 0
-    for obj in store.iter_objects(prefix):
-        h.update(f"{obj.key}\t{obj.version_tag}\n".encode())
-        n += 1
-        size += obj.size
-    return ListingFingerprint(h.hexdigest(), n, size)
+    """The fingerprint of everything listed under ``prefix`` (changes when any object changes)."""
+    fp = Fingerprinter()
+    for _ in fp.watch(store.iter_objects(prefix)):
+        pass
+    return fp.result()
 
 
 def existing_fingerprint(lake: Storage, key: str) -> str | None:
@@ -242,7 +258,7 @@ def existing_fingerprint(lake: Storage, key: str) -> str | None:
         return None
     try:
         with lake.local_copy(key, suffix=".parquet") as path:
-            meta = pq.read_schema(path).metadata or {}
+            meta = pq.read_metadata(path).metadata or {}
     except Exception:  # an unreadable old index is simply rebuilt
         return None
     value = meta.get(FINGERPRINT_META)
@@ -265,6 +281,7 @@ def iter_index_rows(
     options: IndexOptions,
     summary: IndexSummary,
     progress: Callable[[str], None] | None = None,
+    fingerprinter: Fingerprinter | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Rows of the index in a deterministic order (listing order), probing with a bounded thread pool."""
 
@@ -295,7 +312,10 @@ def iter_index_rows(
                     rate = summary.rows / max(now - started, 1e-9)
                     progress(f"indexed {summary.rows} objects of {prefix!r} ({rate:,.0f} objects/s)")
 
-        for group in group_listing(raw.iter_objects(prefix), ignored):
+        listing = raw.iter_objects(prefix)
+        if fingerprinter is not None:
+            listing = fingerprinter.watch(listing)
+        for group in group_listing(listing, ignored):
             if not group.audio:
                 summary.orphan_sidecars += int(group.txt is not None) + int(group.json is not None)
                 continue
@@ -318,24 +338,31 @@ def build_index(
     """Index every audio object under ``prefix`` into ``out_key`` (atomic), unless already up to date."""
     options = options or IndexOptions()
     started = time.monotonic()
-    fingerprint = listing_fingerprint(raw, prefix).digest
-    summary = IndexSummary(fingerprint=fingerprint)
-    if not force and existing_fingerprint(lake, out_key) == fingerprint:
-        summary.skipped = True
-        _summarise_existing(lake, out_key, summary)
-        summary.elapsed_s = time.monotonic() - started
-        return summary
-    schema = AUDIO_INDEX_SCHEMA.with_metadata({FINGERPRINT_META: fingerprint.encode()})
+    previous = None if force else existing_fingerprint(lake, out_key)
+    if previous is not None:
+        # A cheap listing pass decides whether anything changed since the last index.
+        current = listing_fingerprint(raw, prefix).digest
+        if current == previous:
+            summary = IndexSummary(fingerprint=current, skipped=True)
+            _summarise_existing(lake, out_key, summary)
+            summary.elapsed_s = time.monotonic() - started
+            return summary
+    # One listing pass feeds the probes and the fingerprint, recorded in the file's footer.
+    summary = IndexSummary()
+    fp = Fingerprinter()
+    schema = AUDIO_INDEX_SCHEMA
     with lake.staged_file(out_key, suffix=".parquet") as path:
         with pq.ParquetWriter(path, schema, compression="zstd") as writer:
             batch: list[dict[str, Any]] = []
-            for row in iter_index_rows(raw, partition, prefix, options, summary, progress):
+            for row in iter_index_rows(raw, partition, prefix, options, summary, progress, fp):
                 batch.append(row)
                 if len(batch) >= options.batch_rows:
                     writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                     batch.clear()
             if batch or summary.rows == 0:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            summary.fingerprint = fp.result().digest
+            writer.add_key_value_metadata({FINGERPRINT_META: summary.fingerprint.encode()})
     summary.elapsed_s = time.monotonic() - started
     return summary
 
