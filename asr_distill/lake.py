@@ -51,3 +51,19 @@ def audio_index_key(partition: str) -> str:
 
 
 register_table(AUDIO_INDEX, _single_file(AUDIO_INDEX, "audio_index.parquet"))
+
+
+# -- cleaned audio (kept + quarantine) ----------------------------------------------------
+CLEANED = "cleaned_audio"
+
+
+def cleaned_kept_key(partition: str) -> str:
+    return join_key(CLEANED, partition, "kept.parquet")
+
+
+def cleaned_quarantine_key(partition: str) -> str:
+    return join_key(CLEANED, partition, "quarantine.parquet")
+
+
+register_table("cleaned", _single_file(CLEANED, "kept.parquet"))
+register_table("quarantine", _single_file(CLEANED, "quarantine.parquet"))

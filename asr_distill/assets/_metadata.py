@@ -35,3 +35,13 @@ def md_histogram(edges: Sequence[float], counts: Sequence[int], unit: str = "") 
         bar = "█" * (round(30 * n / peak) if peak else 0)
         rows.append((label, n, bar))
     return md_table(["bin", "count", ""], rows)
+
+
+def md_kept_quarantined_histogram(labels: Sequence[str], kept: Sequence[int], quarantined: Sequence[int]) -> dg.MetadataValue:
+    """Per-bin counts of kept and quarantined items with text bars."""
+    peak = max([*kept, *quarantined, 0])
+    rows = []
+    for label, k, q in zip(labels, kept, quarantined, strict=True):
+        bar = "█" * (round(20 * k / peak) if peak else 0) + "░" * (round(20 * q / peak) if peak else 0)
+        rows.append((label, k, q, bar))
+    return md_table(["bin", "kept", "quarantined", "█ kept ░ quarantined"], rows)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from asr_distill.assets.audio_index import audio_index
+from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.partitions import is_valid_partition_name, raw_prefix_partitions
 from asr_distill.resources import StorageResource
 
@@ -41,7 +42,7 @@ def discover_partitions() -> None:
 
 distill_job = dg.define_asset_job(
     "distill_job",
-    selection=dg.AssetSelection.assets(audio_index),
+    selection=dg.AssetSelection.assets(audio_index, cleaned_audio),
     executor_def=dg.in_process_executor,
     description="The whole lineage for one partition (a raw prefix).",
 )
@@ -53,4 +54,11 @@ index_job = dg.define_asset_job(
     description="Only the Parquet index of a partition.",
 )
 
-__all__ = ["discover_partitions", "distill_job", "index_job", "register_raw_prefixes"]
+clean_job = dg.define_asset_job(
+    "clean_job",
+    selection=dg.AssetSelection.assets(cleaned_audio),
+    executor_def=dg.in_process_executor,
+    description="Only the clean stage of a partition (its index must exist).",
+)
+
+__all__ = ["clean_job", "discover_partitions", "distill_job", "index_job", "register_raw_prefixes"]

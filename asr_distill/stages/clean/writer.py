@@ -1,0 +1,222 @@
+"""Write the kept and quarantine tables atomically and summarise the run for metadata and logs."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asr_distill.stages.clean.config import CleanConfig
+from asr_distill.stages.clean.core import CleanProgress, Executor, KnownHashes, Row, clean_partition
+from asr_distill.stages.clean.schema import (
+    CLEAN_SCHEMA,
+    FLAGS,
+    META_CONFIG,
+    META_VERSION,
+    REASONS,
+    SCHEMA_VERSION,
+)
+from asr_distill.storage import Storage
+
+# Fixed bin edges so that partitions can be compared; bins are [e_i, e_i+1) plus under/overflow.
+DURATION_EDGES_S = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 60.0, 300.0)
+RMS_EDGES_DBFS = (-90.0, -60.0, -50.0, -40.0, -35.0, -30.0, -25.0, -20.0, -15.0, -10.0, -5.0, 0.0)
+
+
+def _labels(edges: tuple[float, ...], unit: str) -> list[str]:
+    def f(x: float) -> str:
+        return f"{x:g}"
+
+    out = [f"< {f(edges[0])}{unit}"]
+    out += [f"{f(a)}-{f(b)}{unit}" for a, b in zip(edges, edges[1:], strict=False)]
+    out.append(f">= {f(edges[-1])}{unit}")
+    return out
+
+
+@dataclass
+class Histogram:
+    """Counts of kept and quarantined clips per bin (``len(edges) + 1`` bins)."""
+
+    edges: tuple[float, ...]
+    unit: str
+    kept: list[int] = field(default_factory=list)
+    quarantined: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.edges) + 1
+        self.kept = self.kept or [0] * n
+        self.quarantined = self.quarantined or [0] * n
+
+    def add(self, value: float | None, keep: bool) -> None:
+        if value is None:
+            return
+        i = bisect.bisect_right(self.edges, value)
+        (self.kept if keep else self.quarantined)[i] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edges": list(self.edges),
+            "labels": _labels(self.edges, self.unit),
+            "kept": list(self.kept),
+            "quarantined": list(self.quarantined),
+        }
+
+
+@dataclass
+class CleanSummary:
+    """What a clean run did: counts, the drop funnel, hours, histograms.
+
+    ``reason_counts``: clips per reason (a clip with several reasons counts under each).
+    ``funnel``: clips per *first* reason in :data:`REASONS` order (sums to ``quarantined``).
+    Hours use the decoded duration, or the index duration for clips that did not decode.
+    """
+
+    partition: str | None = None
+    total: int = 0
+    kept: int = 0
+    quarantined: int = 0
+    kept_hours: float = 0.0
+    quarantined_hours: float = 0.0
+    reason_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    funnel: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    flag_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLAGS, 0))
+    decode_errors: dict[str, int] = field(default_factory=dict)
+    duration_hist: Histogram = field(default_factory=lambda: Histogram(DURATION_EDGES_S, " s"))
+    rms_hist: Histogram = field(default_factory=lambda: Histogram(RMS_EDGES_DBFS, " dBFS"))
+    elapsed_s: float = 0.0
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        keep = bool(row["keep"])
+        if self.partition is None:
+            self.partition = row.get("partition")
+        self.total += 1
+        dur = row.get("decoded_duration_s")
+        if dur is None:
+            dur = row.get("duration_s")
+        hrs = (dur or 0.0) / 3600.0
+        if keep:
+            self.kept += 1
+            self.kept_hours += hrs
+        else:
+            self.quarantined += 1
+            self.quarantined_hours += hrs
+            self.funnel[row["reasons"][0]] += 1
+        for r in row["reasons"]:
+            self.reason_counts[r] += 1
+        for fl in row["flags"]:
+            self.flag_counts[fl] += 1
+        if row.get("decode_error"):
+            code = row["decode_error"]
+            self.decode_errors[code] = self.decode_errors.get(code, 0) + 1
+        self.duration_hist.add(row.get("decoded_duration_s"), keep)
+        self.rms_hist.add(row.get("rms_dbfs"), keep)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (for Dagster metadata)."""
+        return {
+            "partition": self.partition,
+            "total": self.total,
+            "kept": self.kept,
+            "quarantined": self.quarantined,
+            "kept_hours": self.kept_hours,
+            "quarantined_hours": self.quarantined_hours,
+            "reason_counts": dict(self.reason_counts),
+            "funnel": dict(self.funnel),
+            "flag_counts": dict(self.flag_counts),
+            "decode_errors": dict(sorted(self.decode_errors.items())),
+            "duration_hist": self.duration_hist.to_dict(),
+            "rms_hist": self.rms_hist.to_dict(),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+    def funnel_text(self) -> str:
+        """The drop funnel as lines of text (for logs)."""
+        lines = [f"input {self.total}"]
+        left = self.total
+        for reason, n in self.funnel.items():
+            if n:
+                left -= n
+                lines.append(f"  - {reason}: {n} -> {left}")
+        lines.append(f"kept {self.kept} ({self.kept_hours:.3f} h), quarantined {self.quarantined}")
+        return "\n".join(lines)
+
+
+def _schema_with_meta(config: CleanConfig) -> pa.Schema:
+    return CLEAN_SCHEMA.with_metadata(
+        {META_CONFIG: config.to_json().encode(), META_VERSION: SCHEMA_VERSION.encode()}
+    )
+
+
+def write_clean_tables(
+    batches: Iterable[list[Row]],
+    lake: Storage,
+    *,
+    kept_key: str,
+    quarantine_key: str,
+    config: CleanConfig,
+    compression: str = "zstd",
+) -> CleanSummary:
+    """Write result batches into the kept and quarantine Parquet objects of ``lake``.
+
+    Both objects are staged locally and appear only if every batch was written (an exception leaves
+    whatever the keys held before). Empty tables are written too, so downstream always finds both.
+    """
+    schema = _schema_with_meta(config)
+    summary = CleanSummary()
+    start = time.monotonic()
+    with (
+        lake.staged_file(quarantine_key, suffix=".parquet") as q_path,
+        lake.staged_file(kept_key, suffix=".parquet") as k_path,
+        pq.ParquetWriter(k_path, schema, compression=compression) as kw,
+        pq.ParquetWriter(q_path, schema, compression=compression) as qw,
+    ):
+        for batch in batches:
+            kept_rows: list[Row] = []
+            quarantined_rows: list[Row] = []
+            for row in batch:
+                summary.add(row)
+                (kept_rows if row["keep"] else quarantined_rows).append(row)
+            if kept_rows:
+                kw.write_table(pa.Table.from_pylist(kept_rows, schema=schema))
+            if quarantined_rows:
+                qw.write_table(pa.Table.from_pylist(quarantined_rows, schema=schema))
+    summary.elapsed_s = time.monotonic() - start
+    return summary
+
+
+def run_clean(
+    rows: Iterable[Mapping[str, Any]],
+    raw: Storage,
+    lake: Storage,
+    *,
+    kept_key: str,
+    quarantine_key: str,
+    config: CleanConfig | None = None,
+    known_hashes: KnownHashes | None = None,
+    workers: int | None = None,
+    executor: Executor = "process",
+    progress: Callable[[CleanProgress], None] | None = None,
+    progress_every_s: float = 10.0,
+) -> CleanSummary:
+    """Clean one partition end to end: :func:`clean_partition` -> :func:`write_clean_tables`.
+
+    ``rows``: the partition's ``audio_index`` rows sorted by key; ``raw``: the store holding the audio;
+    ``lake``: where the two tables go (``kept_key``, ``quarantine_key``). Returns the summary.
+    """
+    cfg = config or CleanConfig()
+    batches = clean_partition(
+        rows,
+        raw,
+        cfg,
+        known_hashes=known_hashes,
+        workers=workers,
+        executor=executor,
+        progress=progress,
+        progress_every_s=progress_every_s,
+    )
+    return write_clean_tables(batches, lake, kept_key=kept_key, quarantine_key=quarantine_key, config=cfg)

@@ -1,0 +1,297 @@
+"""Benchmark of the clean stage against a bare soundfile + soxr decode loop (a script, not a test).
+
+    .venv/bin/python bench/bench_clean.py [--n 200] [--workers 2] [--root bench/out/clean]
+
+Writes N and 10N speech files (espeak-ng, else a synthetic speech-like signal) in a mix of formats
+(WAV 16 kHz mono, WAV 44.1 kHz stereo, FLAC 22.05 kHz, MP3 22.05 kHz), then in fresh subprocesses:
+
+* ``bare``: ``sf.read`` + mean of channels + ``soxr.resample`` to 16 kHz, over a forkserver process pool
+  of the same size, ``chunksize=8``;
+* ``clean``: ``run_clean`` (decode, metrics, hashes, rules, Parquet) with the process executor, and
+  once with the thread executor for comparison.
+
+Prints throughput (audio seconds per wall second), the clean/bare ratio (target >= 0.8) and peak
+memory: the parent's peak RSS and the peak of the summed RSS of the whole process tree (sampled
+every 20 ms from /proc), for N and 10N files (target: flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Distillation needs clean audio and a teacher that rarely hallucinates.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack.",
+    "We also need a small plastic snake and a big toy frog for the kids.",
+    "She can scoop these things into three red bags, and we will go meet her Wednesday.",
+    "A long time ago in a quiet village there lived an old clockmaker and his cat.",
+    "Numbers like forty two and nineteen eighty four are read as words by the synthesiser.",
+]
+FORMATS = [  # (extension, rate, channels, subtype)
+    ("wav", 16_000, 1, "PCM_16"),
+    ("wav", 44_100, 2, "PCM_16"),
+    ("flac", 22_050, 1, "PCM_16"),
+    ("mp3", 22_050, 1, "MPEG_LAYER_III"),
+]
+
+
+# -- corpus ---------------------------------------------------------------------------------
+def _speech_pool() -> tuple[list[np.ndarray], int]:
+    espeak = shutil.which("espeak-ng")
+    rate = 22_050
+    pool = []
+    for i, text in enumerate(SENTENCES):
+        if espeak:
+            wav = subprocess.run(
+                [espeak, "-s", str(150 + 10 * i), "--stdout", text], check=True, capture_output=True
+            )
+            import io
+
+            x, rate = sf.read(io.BytesIO(wav.stdout), dtype="float32")
+        else:
+            t = np.arange(int(3.5 * rate)) / rate
+            f0 = 110 + 20 * i + 25 * np.sin(2 * np.pi * 0.6 * t)
+            ph = 2 * np.pi * np.cumsum(f0) / rate
+            x = (
+                0.1 * sum(np.sin(k * ph) / k for k in range(1, 10)) * (1 + np.sin(2 * np.pi * 4 * t)) ** 2 / 4
+            ).astype(np.float32)
+        pool.append(x)
+    return pool, rate
+
+
+def make_corpus(root: Path, n: int) -> float:
+    """Write ``n`` files below ``root`` (reused when already complete); return total audio seconds."""
+    marker = root / f"_done_{n}.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["audio_s"]
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    pool, rate = _speech_pool()
+    rng = np.random.default_rng(n)
+    total = 0.0
+    for i in range(n):
+        parts = [pool[j] for j in rng.integers(0, len(pool), size=int(rng.integers(1, 4)))]
+        x = np.concatenate(parts) * np.float32(rng.uniform(0.3, 0.9))
+        x = x + np.float32(1e-3) * rng.standard_normal(len(x)).astype(np.float32)  # every file distinct
+        ext, out_rate, ch, subtype = FORMATS[i % len(FORMATS)]
+        y = soxr.resample(x, rate, out_rate) if out_rate != rate else x
+        if ch == 2:
+            y = np.stack([y, 0.8 * y], axis=1)
+        sf.write(root / f"clip_{i:06d}.{ext}", y, out_rate, subtype=subtype)
+        total += len(x) / rate
+    marker.write_text(json.dumps({"audio_s": total}))
+    return total
+
+
+# -- memory sampling ------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root_pid: int) -> dict[int, tuple[int, float]]:
+    """``pid -> (rss_kb, cpu_s)`` of ``root_pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    info: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ppid, cpu = int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+            rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
+        except (OSError, ValueError, IndexError):
+            continue
+        info[int(entry)] = (rss, cpu)
+        children.setdefault(ppid, []).append(int(entry))
+    out, stack = {}, [root_pid]
+    while stack:
+        pid = stack.pop()
+        if pid in info:
+            out[pid] = info[pid]
+        stack.extend(children.get(pid, []))
+    return out
+
+
+class TreeSampler(threading.Thread):
+    """Samples the process tree every 20 ms: peak summed RSS and CPU seconds per process."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_kb = 0
+        self.cpu: dict[int, float] = {}
+        self.rss: dict[int, int] = {}  # peak RSS per process
+        self._stop_evt = threading.Event()
+
+    def sample(self) -> None:
+        tree = _tree(os.getpid())
+        self.peak_kb = max(self.peak_kb, sum(rss for rss, _ in tree.values()))
+        for pid, (rss, cpu) in tree.items():
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu)
+            self.rss[pid] = max(self.rss.get(pid, 0), rss)
+
+    def run(self) -> None:
+        while not self._stop_evt.is_set():
+            self.sample()
+            self._stop_evt.wait(0.02)
+
+    def stop(self) -> tuple[int, float]:
+        self._stop_evt.set()
+        self.join()
+        self.sample()
+        return self.peak_kb, sum(self.cpu.values())
+
+
+# -- measured workloads (run in a fresh subprocess each) -------------------------------------
+def _bare_one(path: str) -> int:
+    x, rate = sf.read(path, dtype="float32", always_2d=True)
+    mono = x.mean(axis=1)
+    y = soxr.resample(mono, rate, 16_000, "HQ") if rate != 16_000 else mono
+    return len(y)
+
+
+def measure(kind: str, root: Path, workers: int, out: Path) -> dict:
+    paths = sorted(str(p) for p in root.iterdir() if p.suffix in (".wav", ".flac", ".mp3"))
+    sampler = TreeSampler()
+    sampler.sample()
+    cpu_before = sum(sampler.cpu.values())  # imports so far are not part of the work
+    sampler.start()
+    start = time.perf_counter()
+    if kind == "bare":
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            samples = sum(pool.map(_bare_one, paths, chunksize=8))
+        audio_s = samples / 16_000
+        extra = {}
+    else:
+        from asr_distill.stages.clean import CleanConfig, run_clean
+        from asr_distill.storage import LocalStorage
+
+        raw = LocalStorage(root)
+        lake = LocalStorage(out)
+        rows = (
+            {"partition": "bench", "key": Path(p).name, "size": 0, "extension": Path(p).suffix[1:]}
+            for p in paths
+        )
+        summary = run_clean(
+            rows,
+            raw,
+            lake,
+            kept_key="clean/bench/kept.parquet",
+            quarantine_key="clean/bench/quarantine.parquet",
+            config=CleanConfig(),
+            workers=workers,
+            executor=kind.split("-", 1)[1],
+        )
+        audio_s = (summary.kept_hours + summary.quarantined_hours) * 3600
+        extra = {"kept": summary.kept, "quarantined": summary.quarantined, "funnel": summary.funnel}
+    seconds = time.perf_counter() - start
+    tree_peak, cpu_total = sampler.stop()
+    return {
+        "kind": kind,
+        "files": len(paths),
+        "seconds": seconds,
+        "audio_s": audio_s,
+        "rtf": audio_s / seconds,
+        "cpu_s": cpu_total - cpu_before,
+        "cpu_rtf": audio_s / max(cpu_total - cpu_before, 1e-9),
+        "files_per_s": len(paths) / seconds,
+        "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "tree_peak_rss_mb": tree_peak / 1024,
+        "max_child_peak_rss_mb": max((v for k, v in sampler.rss.items() if k != os.getpid()), default=0)
+        / 1024,
+        **extra,
+    }
+
+
+def _run_sub(kind: str, root: Path, workers: int, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--measure", kind, "--root", str(root), "--workers", str(workers)]
+    cmd += ["--lake", str(out)]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="files in the small run (the large run has 10x)")
+    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--root", type=Path, default=REPO / "bench" / "out" / "clean")
+    ap.add_argument("--repeat", type=int, default=2, help="interleaved runs per measurement (best is kept)")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.root, args.workers, args.lake)))
+        return
+
+    results: list[dict] = []
+    kinds = ["bare", "clean-process", "clean-thread"]
+    for n in (args.n, 10 * args.n):
+        root = args.root / f"raw_{n}"
+        t0 = time.perf_counter()
+        audio = make_corpus(root, n)
+        print(
+            f"corpus: {n} files, {audio / 3600:.2f} h of audio ({time.perf_counter() - t0:.1f} s to prepare)"
+        )
+        best: dict[str, dict] = {}
+        for _ in range(args.repeat):  # interleaved, best of: robust against other load on the machine
+            for kind in kinds:
+                r = _run_sub(kind, root, args.workers, args.root / f"lake_{n}_{kind}")
+                if kind not in best or r["seconds"] < best[kind]["seconds"]:
+                    best[kind] = r
+        for kind in kinds:
+            b = best[kind]
+            b["n"] = n
+            results.append(b)
+            print(
+                f"  {kind:14s} {b['files']:6d} files {b['seconds']:7.2f} s  {b['rtf']:6.0f}x real time"
+                f"  CPU {b['cpu_s']:7.2f} s ({b['cpu_rtf']:5.0f}x per CPU-s)"
+                f"  {b['files_per_s']:7.1f} files/s  parent peak RSS {b['self_peak_rss_mb']:6.0f} MB"
+                f"  tree peak RSS {b['tree_peak_rss_mb']:6.0f} MB (largest worker {b['max_child_peak_rss_mb']:4.0f} MB)"
+            )
+    by = {(r["n"], r["kind"]): r for r in results}
+    print(f"\nworkers: {args.workers}")
+    for n in (args.n, 10 * args.n):
+        ratio = by[(n, "clean-process")]["rtf"] / by[(n, "bare")]["rtf"]
+        cpu_ratio = by[(n, "clean-process")]["cpu_rtf"] / by[(n, "bare")]["cpu_rtf"]
+        print(
+            f"N={n:6d}: clean/bare throughput ratio {ratio:.2f} (target >= 0.8); "
+            f"per CPU-second {cpu_ratio:.2f}"
+        )
+    for n in (args.n, 10 * args.n):
+        thread_ratio = by[(n, "clean-thread")]["rtf"] / by[(n, "clean-process")]["rtf"]
+        print(f"N={n:6d}: thread executor / process executor throughput {thread_ratio:.2f}")
+    small, large = by[(args.n, "clean-process")], by[(10 * args.n, "clean-process")]
+    print(
+        f"peak RSS, clean: parent {small['self_peak_rss_mb']:.0f} -> {large['self_peak_rss_mb']:.0f} MB, "
+        f"process tree {small['tree_peak_rss_mb']:.0f} -> {large['tree_peak_rss_mb']:.0f} MB "
+        f"for {args.n} -> {10 * args.n} files (target: flat)"
+    )
+    print(f"funnel of the large run: { {k: v for k, v in large['funnel'].items() if v} }")
+    out = args.root / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
