@@ -4,7 +4,7 @@ import dagster as dg
 
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.config import executor_name, lake_uri, raw_uri
-from asr_distill.jobs import clean_job, discover_partitions, distill_job, index_job
+from asr_distill.jobs import clean_job, discover_partitions, distill_job, index_job, shards_job
 from asr_distill.resources import make_storage_resource
 from asr_distill.sensors import ALL_SENSORS
 
@@ -29,7 +29,7 @@ def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Def
         executor=_executor(executor_name()),
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[discover_partitions, distill_job, index_job, clean_job],
+        jobs=[discover_partitions, distill_job, index_job, clean_job, shards_job],
         sensors=ALL_SENSORS,
         resources={
             "raw": make_storage_resource(raw or raw_uri()),

@@ -67,3 +67,9 @@ def cleaned_quarantine_key(partition: str) -> str:
 
 register_table("cleaned", _single_file(CLEANED, "kept.parquet"))
 register_table("quarantine", _single_file(CLEANED, "quarantine.parquet"))
+
+
+# -- WebDataset shards --------------------------------------------------------------------
+SHARDS = "webdataset_shards"  # == asr_distill.stages.shards.layout.DEFAULT_ROOT
+register_table("shard_index", _single_file(SHARDS, "index.parquet"))
+register_table("shards", _single_file(SHARDS, "shards.parquet"))

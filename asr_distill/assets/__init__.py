@@ -3,16 +3,26 @@
 from asr_distill.assets.audio_index import audio_index, audio_index_schema
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.assets.raw_audio import raw_audio
+from asr_distill.assets.webdataset_shards import webdataset_shards, webdataset_shards_checks
 from asr_distill.dbt_like_checks import build_asset_checks, default_check_files, load_check_specs
 from asr_distill.lake import registered_tables
 from asr_distill.partitions import raw_prefix_partitions
 
-ALL_ASSETS = [raw_audio, audio_index, cleaned_audio]
+ALL_ASSETS = [raw_audio, audio_index, cleaned_audio, webdataset_shards]
 # Declarative checks (dbt_like_checks/checks/*.yaml), compiled at load time; invalid YAML fails here.
 DECLARATIVE_CHECKS = build_asset_checks(
     load_check_specs(default_check_files(), known_tables=registered_tables()),
     partitions_def=raw_prefix_partitions,
 )
-ALL_CHECKS = [audio_index_schema, *DECLARATIVE_CHECKS]
+ALL_CHECKS = [audio_index_schema, webdataset_shards_checks, *DECLARATIVE_CHECKS]
 
-__all__ = ["ALL_ASSETS", "ALL_CHECKS", "DECLARATIVE_CHECKS", "cleaned_audio", "audio_index", "audio_index_schema", "raw_audio"]
+__all__ = [
+    "ALL_ASSETS",
+    "ALL_CHECKS",
+    "DECLARATIVE_CHECKS",
+    "cleaned_audio",
+    "webdataset_shards",
+    "audio_index",
+    "audio_index_schema",
+    "raw_audio",
+]

@@ -15,7 +15,9 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> dg.Metada
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def md_counts(counts: Mapping[str, int], key_header: str, descriptions: Mapping[str, str] | None = None) -> dg.MetadataValue:
+def md_counts(
+    counts: Mapping[str, int], key_header: str, descriptions: Mapping[str, str] | None = None
+) -> dg.MetadataValue:
     """A table of counts per reason, largest first, with optional descriptions."""
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     if not items:
@@ -37,7 +39,9 @@ def md_histogram(edges: Sequence[float], counts: Sequence[int], unit: str = "") 
     return md_table(["bin", "count", ""], rows)
 
 
-def md_kept_quarantined_histogram(labels: Sequence[str], kept: Sequence[int], quarantined: Sequence[int]) -> dg.MetadataValue:
+def md_kept_quarantined_histogram(
+    labels: Sequence[str], kept: Sequence[int], quarantined: Sequence[int]
+) -> dg.MetadataValue:
     """Per-bin counts of kept and quarantined items with text bars."""
     peak = max([*kept, *quarantined, 0])
     rows = []

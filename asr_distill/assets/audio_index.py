@@ -1,6 +1,5 @@
 """``audio_index``: one Parquet row per raw audio object of a prefix (probe results + sidecars)."""
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -16,7 +15,9 @@ from asr_distill.stages.index.validation import validate_index_file
 
 class AudioIndexConfig(dg.Config):
     force: bool = Field(default=False, description="Re-probe even if the prefix listing is unchanged.")
-    workers: int = Field(default=0, description="Probe threads (0 = one per core locally, 8 per core on OSS).")
+    workers: int = Field(
+        default=0, description="Probe threads (0 = one per core locally, 8 per core on OSS)."
+    )
     max_in_flight: int = Field(default=256, description="Objects being probed at once (bounds memory).")
 
 

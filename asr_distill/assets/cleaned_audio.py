@@ -27,7 +27,8 @@ class CleanedAudioConfig(dg.Config):
     )
     workers: int = Field(default=0, description="Decode processes (0 = one per core).")
     cross_partition_dedup: bool = Field(
-        default=True, description="Also quarantine exact duplicates of clips kept by partitions already cleaned."
+        default=True,
+        description="Also quarantine exact duplicates of clips kept by partitions already cleaned.",
     )
 
 
@@ -51,7 +52,8 @@ def cleaned_audio(
     others: list[str] = []
     if config.cross_partition_dedup and rules.dedup:
         others = [
-            k for k in layout.table_keys("cleaned", lake_store, None)
+            k
+            for k in layout.table_keys("cleaned", lake_store, None)
             if k != layout.cleaned_kept_key(partition)
         ]
     known = load_known_hashes(lake_store, others)
@@ -74,7 +76,9 @@ def cleaned_audio(
         metadata={
             "dagster/row_count": summary.kept,
             "kept_path": dg.MetadataValue.path(lake_store.url(layout.cleaned_kept_key(partition))),
-            "quarantine_path": dg.MetadataValue.path(lake_store.url(layout.cleaned_quarantine_key(partition))),
+            "quarantine_path": dg.MetadataValue.path(
+                lake_store.url(layout.cleaned_quarantine_key(partition))
+            ),
             "input_rows": summary.total,
             "kept": summary.kept,
             "quarantined": summary.quarantined,

@@ -1,6 +1,5 @@
 """``raw_audio``: the raw prefixes in the raw store, observed (never written) by the lineage."""
 
-
 import dagster as dg
 
 from asr_distill.partitions import prefix_of, raw_prefix_partitions

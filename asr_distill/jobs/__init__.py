@@ -4,6 +4,7 @@ import dagster as dg
 
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
+from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.partitions import is_valid_partition_name, raw_prefix_partitions
 from asr_distill.resources import StorageResource
 
@@ -42,7 +43,7 @@ def discover_partitions() -> None:
 
 distill_job = dg.define_asset_job(
     "distill_job",
-    selection=dg.AssetSelection.assets(audio_index, cleaned_audio),
+    selection=dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards),
     executor_def=dg.in_process_executor,
     description="The whole lineage for one partition (a raw prefix).",
 )
@@ -61,4 +62,11 @@ clean_job = dg.define_asset_job(
     description="Only the clean stage of a partition (its index must exist).",
 )
 
-__all__ = ["clean_job", "discover_partitions", "distill_job", "index_job", "register_raw_prefixes"]
+shards_job = dg.define_asset_job(
+    "shards_job",
+    selection=dg.AssetSelection.assets(webdataset_shards),
+    executor_def=dg.in_process_executor,
+    description="Only the WebDataset shards of a partition (its clean stage must exist).",
+)
+
+__all__ = ["clean_job", "shards_job", "discover_partitions", "distill_job", "index_job", "register_raw_prefixes"]

@@ -1,0 +1,170 @@
+"""``webdataset_shards``: kept clips as duration-bucketed, pre-shuffled, byte-reproducible WebDataset tars."""
+
+import json
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from asr_distill import lake as layout
+from asr_distill.assets._metadata import md_counts, md_table
+from asr_distill.assets.cleaned_audio import cleaned_audio
+from asr_distill.partitions import raw_prefix_partitions
+from asr_distill.resources import StorageResource
+from asr_distill.stages.shards import ShardConfig, write_shards
+from asr_distill.stages.shards.layout import shard_layout
+from asr_distill.stages.shards.schema import META_CONFIG
+from asr_distill.stages.shards.verify import (
+    check_buckets,
+    check_coverage,
+    check_shard_sizes,
+    check_tars,
+    check_wids,
+    load_outputs,
+)
+from asr_distill.stages.shards.writer import read_table
+
+
+class ShardsConfig(dg.Config):
+    shards: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Overrides of ShardConfig fields, e.g. {'bucket_edges': [0, 5, 10, 20, 30], "
+            "'max_shard_bytes': 268435456, 'max_shard_samples': 10000, 'audio_format': 'flac'}."
+        ),
+    )
+    workers: int = Field(default=0, description="Encoding processes (0 = one per core).")
+
+
+def _config(overrides: dict[str, Any]) -> ShardConfig:
+    return ShardConfig.from_dict(overrides)
+
+
+@dg.asset(
+    partitions_def=raw_prefix_partitions,
+    deps=[cleaned_audio],
+    group_name="shards",
+    kinds={"webdataset", "parquet"},
+    description=(
+        "Every kept clip as <key>.flac (16 kHz mono) + <key>.json in WebDataset tars, one duration bucket "
+        "per shard, deterministic shuffle inside a bucket; index.parquet (member offsets), shards.parquet "
+        "(sizes, sha256) and wids.json per partition."
+    ),
+)
+def webdataset_shards(
+    context: dg.AssetExecutionContext, config: ShardsConfig, raw: StorageResource, lake: StorageResource
+) -> dg.MaterializeResult:
+    partition = context.partition_key
+    raw_store, lake_store = raw.get(), lake.get()
+    kept = read_table(lake_store, layout.cleaned_kept_key(partition))
+    cfg = _config(config.shards)
+    context.log.info(f"{partition}: sharding {kept.num_rows} kept clips")
+    s = write_shards(
+        kept,
+        partition,
+        lake_store,
+        raw=raw_store,
+        config=cfg,
+        root=layout.SHARDS,
+        workers=config.workers or None,
+        progress=lambda p: context.log.info(str(p)),
+    )
+    d = s.to_dict()
+    context.log.info(
+        f"{partition}: {s.samples} samples in {s.shards} shards ({s.shards_written} written, "
+        f"{s.shards_reused} reused), {s.bytes_written / 1e6:.1f} MB written in {s.elapsed_s:.1f}s"
+    )
+    sl = shard_layout(partition, layout.SHARDS)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": s.samples,
+            "shards_prefix": dg.MetadataValue.path(lake_store.url(sl.prefix)),
+            "wids_index": dg.MetadataValue.path(lake_store.url(sl.wids_key)),
+            "kept_rows": kept.num_rows,
+            "samples": s.samples,
+            "hours": round(s.hours, 4),
+            "shards": s.shards,
+            "shards_written": s.shards_written,
+            "shards_reused": s.shards_reused,
+            "bytes_total": s.bytes_total,
+            "bytes_written": s.bytes_written,
+            "failed_samples": len(s.failed) + len(s.rejected),
+            "failures_by_reason": md_counts(d["reasons"], "reason"),
+            "per_bucket": md_table(
+                ["bucket", "shards", "samples", "hours", "MB"],
+                [
+                    (b, v["shards"], v["samples"], round(v["hours"], 4), round(v["bytes"] / 1e6, 2))
+                    for b, v in sorted(d["buckets"].items())
+                ],
+            ),
+            "elapsed_s": d["elapsed_s"],
+            "mb_per_s": d["mb_per_s"],
+            "realtime_factor": d["realtime_factor"],
+            "config_fingerprint": s.config_fingerprint,
+        }
+    )
+
+
+def _result(name: str, problems: list[dict[str, Any]], checked: int) -> dg.AssetCheckResult:
+    meta: dict[str, Any] = {"checked": checked, "problems": len(problems)}
+    if problems:
+        sample = problems[:10]
+        cols = sorted({k for p in sample for k in p})
+        meta["sample"] = md_table(cols, [[p.get(c, "") for c in cols] for p in sample])
+    return dg.AssetCheckResult(check_name=name, passed=not problems, metadata=meta)
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "shards_cover_kept_rows",
+            asset=webdataset_shards,
+            blocking=True,
+            partitions_def=raw_prefix_partitions,
+            description="every kept row is in exactly one shard and every shard sample is a kept row",
+        ),
+        dg.AssetCheckSpec(
+            "shards_tars_open",
+            asset=webdataset_shards,
+            blocking=True,
+            partitions_def=raw_prefix_partitions,
+            description="every tar opens, matches its sha256/size and has two members per sample",
+        ),
+        dg.AssetCheckSpec(
+            "shards_buckets",
+            asset=webdataset_shards,
+            blocking=True,
+            partitions_def=raw_prefix_partitions,
+            description="no sample outside its shard's duration bucket",
+        ),
+        dg.AssetCheckSpec(
+            "shards_sizes",
+            asset=webdataset_shards,
+            blocking=True,
+            partitions_def=raw_prefix_partitions,
+            description="shard sizes within the configured byte and sample bounds; wids.json agrees",
+        ),
+    ],
+    can_subset=True,
+    name="webdataset_shards_checks",
+)
+def webdataset_shards_checks(context: dg.AssetCheckExecutionContext, lake: StorageResource):  # type: ignore[no-untyped-def]
+    partition = context.partition_key
+    store = lake.get()
+    index, shards = load_outputs(store, partition, layout.SHARDS)
+    selected = {k.name for k in context.selected_asset_check_keys}
+    # The config that wrote the shards travels in shards.parquet's metadata.
+    meta = shards.schema.metadata or {}
+    cfg = ShardConfig.from_dict(json.loads(meta[META_CONFIG])) if META_CONFIG in meta else ShardConfig()
+    if "shards_cover_kept_rows" in selected:
+        kept = read_table(store, layout.cleaned_kept_key(partition)).column("key").to_pylist()
+        yield _result("shards_cover_kept_rows", check_coverage(kept, index), len(kept))
+    if "shards_tars_open" in selected:
+        yield _result("shards_tars_open", check_tars(store, shards, index, cfg), shards.num_rows)
+    if "shards_buckets" in selected:
+        yield _result("shards_buckets", check_buckets(index, cfg), index.num_rows)
+    if "shards_sizes" in selected:
+        problems = check_shard_sizes(shards, cfg) + check_wids(
+            store, shard_layout(partition, layout.SHARDS), shards
+        )
+        yield _result("shards_sizes", problems, shards.num_rows)

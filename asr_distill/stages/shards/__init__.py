@@ -1,0 +1,90 @@
+"""WebDataset shards stage core (no Dagster): kept clips -> duration-bucketed, reproducible tar shards.
+
+Typical use (what the Dagster asset does)::
+
+    kept = read_table(lake, "<clean kept table key>")          # the clean stage's kept rows
+    summary = write_shards(kept, partition, lake, raw=raw, config=ShardConfig(),
+                           root="webdataset_shards", progress=lambda p: log.info(str(p)))
+    metadata = summary.to_dict()
+    index, shards = load_outputs(lake, partition, root)
+    problems = check_coverage(kept.column("key").to_pylist(), index) + check_buckets(index, cfg) + ...
+
+Layout and sample key rule: :mod:`asr_distill.stages.shards.layout`; order inside a bucket:
+:mod:`asr_distill.stages.shards.plan`; tar format: :mod:`asr_distill.stages.shards.tar`.
+"""
+
+from asr_distill.stages.shards.config import DEFAULT_BUCKET_EDGES, FORMAT_VERSION, ShardConfig
+from asr_distill.stages.shards.encode import ENCODE_ERRORS, StorageAudioLoader, encode_sample
+from asr_distill.stages.shards.layout import (
+    DEFAULT_ROOT,
+    SAMPLE_KEY_RULE,
+    ShardLayout,
+    is_safe_sample_key,
+    sample_key,
+    shard_layout,
+)
+from asr_distill.stages.shards.plan import (
+    INPUT_COLUMNS,
+    PLAN_REJECTIONS,
+    PartitionPlan,
+    PlannedSample,
+    ShardPlanError,
+    adjacent_same_group_rate,
+    plan_partition,
+)
+from asr_distill.stages.shards.schema import SAMPLE_INDEX_SCHEMA, SHARD_TABLE_SCHEMA
+from asr_distill.stages.shards.tar import TarWriter, ustar_header
+from asr_distill.stages.shards.verify import (
+    check_buckets,
+    check_coverage,
+    check_shard_sizes,
+    check_tars,
+    check_wids,
+    load_outputs,
+    read_member,
+)
+from asr_distill.stages.shards.writer import (
+    ShardProgress,
+    ShardSummary,
+    read_table,
+    wids_index,
+    write_shards,
+)
+
+__all__ = [
+    "DEFAULT_BUCKET_EDGES",
+    "DEFAULT_ROOT",
+    "ENCODE_ERRORS",
+    "FORMAT_VERSION",
+    "INPUT_COLUMNS",
+    "PLAN_REJECTIONS",
+    "SAMPLE_INDEX_SCHEMA",
+    "SAMPLE_KEY_RULE",
+    "SHARD_TABLE_SCHEMA",
+    "PartitionPlan",
+    "PlannedSample",
+    "ShardConfig",
+    "ShardLayout",
+    "ShardPlanError",
+    "ShardProgress",
+    "ShardSummary",
+    "StorageAudioLoader",
+    "TarWriter",
+    "adjacent_same_group_rate",
+    "check_buckets",
+    "check_coverage",
+    "check_shard_sizes",
+    "check_tars",
+    "check_wids",
+    "encode_sample",
+    "is_safe_sample_key",
+    "load_outputs",
+    "plan_partition",
+    "read_member",
+    "read_table",
+    "sample_key",
+    "shard_layout",
+    "ustar_header",
+    "wids_index",
+    "write_shards",
+]

@@ -1,0 +1,279 @@
+"""Plan a partition from the kept table alone: sample keys, duration buckets, order inside each bucket.
+
+Input columns (resolved once per table, first name present wins; see :data:`INPUT_COLUMNS`):
+``key`` and ``partition`` (required), ``num_samples`` (16 kHz sample count; else the duration comes from
+``decoded_duration_s`` or ``duration_s``), ``reference_text`` or ``text``, ``language``, ``speaker``,
+``pcm_sha256``. The clean stage's kept table has all of them.
+
+Order inside a bucket ("spread by group"): clips are grouped by speaker (``spk:<speaker>``) or, when the
+speaker is unknown, by source folder (``dir:<folder>``). Group ``g`` with ``m`` clips, its clips sorted by
+``h(seed, "item", sample_key)``, places its ``j``-th clip at ``(j + phase_g + jitter_j / 4) / m`` with
+``phase_g = h(seed, "group", g)`` and ``jitter_j = h(seed, "jitter", sample_key)`` in ``[0, 1)``; the
+bucket is sorted by that position (ties by the item hash). Every group is so spread evenly over the whole
+bucket (two clips of one group are at least ``0.75 / m`` apart) and groups interleave in a random order.
+A last pass repairs neighbours that still share a group by moving the next clip of another group
+(at most ``REPAIR_WINDOW`` ahead) between them when that makes no new pair; moves are local, so a
+dominant group stays spread instead of piling up at the end. ``h`` is sha256 (stable across Python versions and machines,
+unlike ``hash()``); ``seed`` is the partition name. O(n log n).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import posixpath
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from asr_distill.stages.shards.config import ShardConfig
+from asr_distill.stages.shards.layout import is_safe_sample_key, sample_key
+
+# normalised name -> input column names, in order of preference
+INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "key": ("key",),
+    "partition": ("partition",),
+    "num_samples": ("num_samples",),
+    "duration_s": ("decoded_duration_s", "duration_s"),
+    "text": ("reference_text", "text"),
+    "language": ("language",),
+    "speaker": ("speaker",),
+    "pcm_sha256": ("pcm_sha256",),
+}
+
+# Reasons a kept row gets no shard (reported in the summary; the coverage check then fails loudly).
+PLAN_REJECTIONS = {
+    "no_duration": "the row has neither num_samples nor a duration",
+    "outside_buckets": "the duration lies outside [first, last] bucket edge",
+}
+
+_U64 = float(1 << 64)
+REPAIR_WINDOW = 64
+
+
+class ShardPlanError(ValueError):
+    """The input cannot be planned (wrong partition, repeated keys, a sample key collision)."""
+
+
+def _h(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()[:8], "big")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSample:
+    """One clip as it will be written: everything its JSON member and its commit record need."""
+
+    sample_key: str
+    source_key: str
+    partition: str
+    bucket: int
+    num_samples: int | None  # expected 16 kHz samples (None when only a duration is known)
+    duration_s: float
+    text: str | None
+    language: str | None
+    speaker: str | None
+    pcm_sha256: str | None
+    group: str
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the planned content (what a re-run compares to reuse a shard)."""
+        payload = json.dumps(
+            [
+                self.sample_key,
+                self.source_key,
+                self.partition,
+                self.bucket,
+                self.num_samples,
+                None if self.num_samples is not None else self.duration_s,
+                self.text,
+                self.language,
+                self.speaker,
+                self.pcm_sha256,
+            ],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class BucketPlan:
+    index: int
+    label: str
+    lo: float
+    hi: float
+    samples: list[PlannedSample] = field(default_factory=list)
+
+
+@dataclass
+class PartitionPlan:
+    partition: str
+    buckets: list[BucketPlan]
+    rejected: list[tuple[str, str]]  # (source key, reason)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(len(b.samples) for b in self.buckets)
+
+
+def _resolve(names: Iterable[str]) -> dict[str, str | None]:
+    present = set(names)
+    out: dict[str, str | None] = {}
+    for norm, candidates in INPUT_COLUMNS.items():
+        out[norm] = next((c for c in candidates if c in present), None)
+    for required in ("key", "partition"):
+        if out[required] is None:
+            raise ShardPlanError(f"input rows need a {required!r} column")
+    if out["num_samples"] is None and out["duration_s"] is None:
+        raise ShardPlanError("input rows need num_samples, decoded_duration_s or duration_s")
+    return out
+
+
+def _str_or_none(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return str(v)
+
+
+def group_of(source_key: str, speaker: str | None) -> str:
+    """The interleaving group of a clip: its speaker when known, else its source folder."""
+    if speaker:
+        return f"spk:{speaker}"
+    return f"dir:{posixpath.dirname(source_key)}"
+
+
+def _iter_rows(
+    rows: pa.Table | Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, str | None], Iterable[Mapping]]:
+    if isinstance(rows, pa.Table):
+        cols = _resolve(rows.column_names)
+        wanted = sorted({c for c in cols.values() if c is not None})
+
+        def gen() -> Iterable[Mapping[str, Any]]:
+            for batch in rows.select(wanted).to_batches(max_chunksize=8192):
+                yield from batch.to_pylist()
+
+        return cols, gen()
+    it = iter(rows)
+    first = next(it, None)
+    if first is None:
+        return _resolve(["key", "partition", "num_samples"]), []
+    cols = _resolve(first.keys())
+
+    def chain() -> Iterable[Mapping[str, Any]]:
+        yield first
+        yield from it
+
+    return cols, chain()
+
+
+def spread_order(samples: list[PlannedSample], seed: str) -> list[PlannedSample]:
+    """``samples`` in the seeded "spread by group" order (module docstring)."""
+    groups: dict[str, list[tuple[int, PlannedSample]]] = defaultdict(list)
+    for s in samples:
+        groups[s.group].append((_h(seed, "item", s.sample_key), s))
+    keyed: list[tuple[float, int, PlannedSample]] = []
+    for g, members in groups.items():
+        members.sort(key=lambda t: (t[0], t[1].sample_key))
+        m = len(members)
+        phase = _h(seed, "group", g) / _U64
+        for j, (item_hash, s) in enumerate(members):
+            jitter = _h(seed, "jitter", s.sample_key) / _U64
+            keyed.append(((j + phase + 0.25 * jitter) / m, item_hash, s))
+    keyed.sort(key=lambda t: (t[0], t[1], t[2].sample_key))
+    return _repair_neighbours([s for _, _, s in keyed])
+
+
+def _repair_neighbours(order: list[PlannedSample], window: int = REPAIR_WINDOW) -> list[PlannedSample]:
+    """Where two neighbours share a group, move the next clip (within ``window``) of another group between
+    them, provided taking it out of its place does not make its own neighbours share a group."""
+    out = list(order)
+    n = len(out)
+    for i in range(1, n):
+        prev = out[i - 1].group
+        if out[i].group != prev:
+            continue
+        for j in range(i + 1, min(n, i + window)):
+            if out[j].group != prev and (j + 1 == n or out[j - 1].group != out[j + 1].group):
+                out.insert(i, out.pop(j))
+                break
+    return out
+
+
+def plan_partition(
+    rows: pa.Table | Iterable[Mapping[str, Any]], partition: str, config: ShardConfig
+) -> PartitionPlan:
+    """Assign every kept row of ``partition`` to a bucket and order each bucket (module docstring).
+
+    Raises :class:`ShardPlanError` for rows of another partition, a repeated source key or a sample key
+    collision. Rows without a usable duration are returned in ``rejected`` with a reason.
+    """
+    cols, it = _iter_rows(rows)
+    buckets = [
+        BucketPlan(i, config.bucket_label(i), config.bucket_edges[i], config.bucket_edges[i + 1])
+        for i in range(config.n_buckets)
+    ]
+    rejected: list[tuple[str, str]] = []
+    by_sample_key: dict[str, str] = {}
+    rate = config.sample_rate
+
+    def get(row: Mapping[str, Any], name: str) -> Any:
+        col = cols[name]
+        return None if col is None else row.get(col)
+
+    for row in it:
+        key = str(get(row, "key"))
+        part = get(row, "partition")
+        if part != partition:
+            raise ShardPlanError(f"row {key!r} belongs to partition {part!r}, not {partition!r}")
+        skey = sample_key(key, partition)
+        if not is_safe_sample_key(skey):  # pragma: no cover (the rule guarantees it)
+            raise ShardPlanError(f"unsafe sample key {skey!r} for {key!r}")
+        prev = by_sample_key.get(skey)
+        if prev is not None:
+            what = "repeated source key" if prev == key else f"sample key collision with {prev!r}"
+            raise ShardPlanError(f"{key!r}: {what} ({skey})")
+        by_sample_key[skey] = key
+        n = get(row, "num_samples")
+        n = None if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
+        dur = n / rate if n is not None else get(row, "duration_s")
+        dur = None if dur is None or (isinstance(dur, float) and math.isnan(dur)) else float(dur)
+        if dur is None:
+            rejected.append((key, "no_duration"))
+            continue
+        b = config.bucket_of(dur)
+        if b is None:
+            rejected.append((key, "outside_buckets"))
+            continue
+        speaker = _str_or_none(get(row, "speaker"))
+        buckets[b].samples.append(
+            PlannedSample(
+                sample_key=skey,
+                source_key=key,
+                partition=partition,
+                bucket=b,
+                num_samples=n,
+                duration_s=dur,
+                text=_str_or_none(get(row, "text")),
+                language=_str_or_none(get(row, "language")),
+                speaker=speaker,
+                pcm_sha256=_str_or_none(get(row, "pcm_sha256")),
+                group=group_of(key, speaker),
+            )
+        )
+    for b in buckets:
+        b.samples = spread_order(b.samples, partition)
+    rejected.sort()
+    return PartitionPlan(partition=partition, buckets=buckets, rejected=rejected)
+
+
+def adjacent_same_group_rate(samples: list[PlannedSample]) -> float:
+    """Fraction of neighbouring pairs that share a group (0 for fewer than two samples)."""
+    if len(samples) < 2:
+        return 0.0
+    same = sum(a.group == b.group for a, b in zip(samples, samples[1:], strict=False))
+    return same / (len(samples) - 1)

@@ -1,0 +1,781 @@
+"""Write one partition's shards: plan from the table, encode on all cores, write tars in order.
+
+Flow of :func:`write_shards`:
+
+1. :func:`~asr_distill.stages.shards.plan.plan_partition` buckets and orders the kept rows (table only).
+2. Per bucket, the shards a previous run committed are reused while they match the plan: same config
+   fingerprint, same samples (sample key + digest of the planned content) at the same positions, closed
+   for the same reason (the count bound; the bucket's end; or the byte bound, then with the same next
+   sample, whose size decided it), and the object still has the recorded size and sha256.
+3. Every remaining clip is decoded, checked and encoded in a process pool (bounded: at most
+   ``2 * workers`` chunks in flight), and the results come back in plan order.
+4. The driver appends members to the current shard (streamed to ``lake.open_write``: atomic, a crash
+   leaves no partial tar under a final key) and closes it before a sample would take it past
+   ``max_shard_bytes`` or ``max_shard_samples``. After each shard a commit record is written.
+5. The sample index (streamed), the shard table and ``wids.json`` are written; objects of an earlier
+   run that are no longer part of the result (stale shards, commit records) are deleted.
+
+Shard boundaries depend only on the planned order and the encoded sizes, which are deterministic, so the
+same inputs and settings give byte-identical shards whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asr_distill.stages.shards.config import ShardConfig
+from asr_distill.stages.shards.encode import (
+    AudioLoader,
+    EncodedSample,
+    StorageAudioLoader,
+    encode_sample,
+)
+from asr_distill.stages.shards.layout import DEFAULT_ROOT, ShardLayout, shard_layout
+from asr_distill.stages.shards.plan import BucketPlan, PlannedSample, plan_partition
+from asr_distill.stages.shards.schema import (
+    COMMIT_KIND,
+    COMMIT_VERSION,
+    META_CONFIG,
+    META_FINGERPRINT,
+    META_VERSION,
+    SAMPLE_INDEX_SCHEMA,
+    SCHEMA_VERSION,
+    SHARD_TABLE_SCHEMA,
+    WIDS_KIND,
+)
+from asr_distill.stages.shards.tar import TarWriter
+from asr_distill.storage import ObjectNotFoundError, Storage, StorageError
+
+Executor = Literal["process", "thread", "inline"]
+
+
+# -- process pool -----------------------------------------------------------------------------
+_WORKER: tuple[AudioLoader, ShardConfig] | None = None
+
+
+def _init_worker(loader: AudioLoader, cfg: ShardConfig) -> None:
+    global _WORKER
+    _WORKER = (loader, cfg)
+
+
+def _ready() -> bool:
+    return _WORKER is not None
+
+
+def _encode_chunk(chunk: list[PlannedSample], loader: AudioLoader, cfg: ShardConfig) -> list[EncodedSample]:
+    return [encode_sample(s, loader, cfg) for s in chunk]
+
+
+def _worker_chunk(chunk: list[PlannedSample]) -> list[EncodedSample]:
+    assert _WORKER is not None, "worker not initialised"
+    return _encode_chunk(chunk, *_WORKER)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return max(1, os.cpu_count() or 1)
+
+
+class _OrderedEncoder:
+    """Ordered, bounded map of :func:`encode_sample` over chunks; survives dying worker processes."""
+
+    def __init__(self, loader: AudioLoader, cfg: ShardConfig, kind: Executor, workers: int) -> None:
+        if kind not in ("process", "thread", "inline"):
+            raise ValueError(f"unknown executor {kind!r}")
+        self.loader, self.cfg, self.kind, self.workers = loader, cfg, kind, workers
+        self.pool: cf.Executor | None = None
+
+    def _new_pool(self) -> cf.Executor:
+        if self.kind == "thread":
+            return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="shards")
+        # forkserver: safe in a multi-threaded parent (Dagster); workers fork from a server that has the
+        # encoding modules imported already.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        pool = cf.ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader, self.cfg)
+        )
+        try:
+            pool.submit(_ready).result()
+        except BrokenProcessPool as exc:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise RuntimeError(
+                "the shard worker processes could not start (is the loader or store not picklable, or "
+                "a script missing an `if __name__ == '__main__':` guard?)"
+            ) from exc
+        return pool
+
+    def _submit(self, chunk: list[PlannedSample]) -> cf.Future:
+        assert self.pool is not None
+        if self.kind == "thread":
+            return self.pool.submit(_encode_chunk, chunk, self.loader, self.cfg)
+        try:
+            return self.pool.submit(_worker_chunk, chunk)
+        except BrokenProcessPool as exc:  # a worker died since the last submit: fail like its futures
+            failed: cf.Future = cf.Future()
+            failed.set_exception(exc)
+            return failed
+
+    def _drop_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def _isolate(self, chunks: list[list[PlannedSample]]) -> Iterator[list[EncodedSample]]:
+        """After a worker died: redo the affected clips one per task; a clip that kills it again fails."""
+        for chunk in chunks:
+            out = []
+            for s in chunk:
+                if self.pool is None:
+                    self.pool = self._new_pool()
+                try:
+                    out.extend(self._submit([s]).result())
+                except BrokenProcessPool as exc:
+                    self._drop_pool()
+                    out.append(EncodedSample(s, error="worker_crashed", detail=f"worker process died: {exc}"))
+            yield out
+
+    def map(self, chunks: Iterator[list[PlannedSample]], in_flight: int) -> Iterator[list[EncodedSample]]:
+        if self.kind == "inline":
+            for chunk in chunks:
+                yield _encode_chunk(chunk, self.loader, self.cfg)
+            return
+        pending: collections.deque[tuple[list[PlannedSample], cf.Future]] = collections.deque()
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < in_flight:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                        break
+                    if self.pool is None:
+                        self.pool = self._new_pool()
+                    pending.append((chunk, self._submit(chunk)))
+                if not pending:
+                    return
+                chunk, fut = pending.popleft()
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    redo = [chunk] + [c for c, _ in pending]
+                    pending.clear()
+                    self._drop_pool()
+                    yield from self._isolate(redo)
+        finally:
+            self._drop_pool()
+
+
+def _chunks(samples: Iterable[PlannedSample], size: int) -> Iterator[list[PlannedSample]]:
+    chunk: list[PlannedSample] = []
+    for s in samples:
+        chunk.append(s)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# -- progress and summary -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ShardProgress:
+    """Counts so far, for logs."""
+
+    done: int  # planned samples handled (written, reused or failed)
+    total: int
+    shards_written: int
+    shards_reused: int
+    failed: int
+    audio_s: float  # audio encoded in this run
+    bytes_written: int
+    elapsed_s: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_written / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.done}/{self.total} samples ({self.failed} failed), {self.shards_written} shards written, "
+            f"{self.shards_reused} reused, {self.bytes_written / 1e6:.1f} MB in {self.elapsed_s:.1f} s: "
+            f"{self.samples_per_s:.1f} samples/s, {self.realtime_factor:.0f}x real time, {self.mb_per_s:.1f} MB/s"
+        )
+
+
+@dataclass
+class BucketStats:
+    shards: int = 0
+    samples: int = 0
+    hours: float = 0.0
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shards": self.shards, "samples": self.samples, "hours": self.hours, "bytes": self.bytes}
+
+
+@dataclass
+class ShardSummary:
+    """What a run did, as plain values for Dagster metadata (``to_dict``)."""
+
+    partition: str
+    config_fingerprint: str
+    layout_prefix: str
+    planned: int = 0  # kept rows with a bucket
+    samples: int = 0  # samples in the shards (written now or reused)
+    hours: float = 0.0
+    shards: int = 0
+    shards_written: int = 0
+    shards_reused: int = 0
+    bytes_total: int = 0  # size of all shards
+    bytes_written: int = 0  # written by this run
+    audio_s_encoded: float = 0.0
+    stale_deleted: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (source key, plan rejection reason)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (source key, reason, detail)
+    written_keys: list[str] = field(default_factory=list)  # shards (re)written by this run
+    buckets: dict[str, BucketStats] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Every kept row is in a shard."""
+        return not self.rejected and not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        el = self.elapsed_s
+        return {
+            "partition": self.partition,
+            "config_fingerprint": self.config_fingerprint,
+            "layout_prefix": self.layout_prefix,
+            "planned": self.planned,
+            "samples": self.samples,
+            "hours": self.hours,
+            "shards": self.shards,
+            "shards_written": self.shards_written,
+            "shards_reused": self.shards_reused,
+            "bytes_total": self.bytes_total,
+            "bytes_written": self.bytes_written,
+            "stale_deleted": self.stale_deleted,
+            "rejected": len(self.rejected),
+            "failed": len(self.failed),
+            "reasons": dict(
+                collections.Counter(r for _, r in self.rejected)
+                + collections.Counter(r for _, r, _ in self.failed)
+            ),
+            "failed_examples": [list(f) for f in self.failed[:20]],
+            "buckets": {k: v.to_dict() for k, v in self.buckets.items()},
+            "elapsed_s": round(el, 3),
+            "mb_per_s": round(self.bytes_written / 1e6 / el, 3) if el > 0 else 0.0,
+            "realtime_factor": round(self.audio_s_encoded / el, 1) if el > 0 else 0.0,
+        }
+
+
+# -- commit records ------------------------------------------------------------------------------
+@dataclass
+class _ShardRecord:
+    """One finished shard: what its commit record holds."""
+
+    shard_key: str
+    bucket: int
+    seq: int
+    size: int
+    sha256: str
+    next: list[str] | None  # [sample_key, digest] of the sample after it; None at the bucket's end
+    closed_by: str = "end"  # "samples" (count bound reached), "bytes" (the next sample did not fit), "end"
+    sample_keys: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    source_keys: list[str] = field(default_factory=list)
+    num_samples: list[int] = field(default_factory=list)
+    pcm_sha256: list[str] = field(default_factory=list)
+    audio: list[list[int]] = field(default_factory=list)  # [header_offset, data_offset, size]
+    json: list[list[int]] = field(default_factory=list)
+
+    def to_json(self, fingerprint: str, partition: str) -> bytes:
+        doc = {
+            "kind": COMMIT_KIND,
+            "version": COMMIT_VERSION,
+            "config_fingerprint": fingerprint,
+            "partition": partition,
+            "shard_key": self.shard_key,
+            "bucket": self.bucket,
+            "seq": self.seq,
+            "size": self.size,
+            "sha256": self.sha256,
+            "next": self.next,
+            "closed_by": self.closed_by,
+            "samples": {
+                "sample_key": self.sample_keys,
+                "digest": self.digests,
+                "source_key": self.source_keys,
+                "num_samples": self.num_samples,
+                "pcm_sha256": self.pcm_sha256,
+                "audio": self.audio,
+                "json": self.json,
+            },
+        }
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> tuple[str, _ShardRecord]:
+        doc = json.loads(data)
+        if doc.get("kind") != COMMIT_KIND or doc.get("version") != COMMIT_VERSION:
+            raise ValueError("not a shard commit record of this version")
+        s = doc["samples"]
+        rec = cls(
+            shard_key=doc["shard_key"],
+            bucket=int(doc["bucket"]),
+            seq=int(doc["seq"]),
+            size=int(doc["size"]),
+            sha256=str(doc["sha256"]),
+            next=doc["next"],
+            closed_by=str(doc["closed_by"]),
+            sample_keys=s["sample_key"],
+            digests=s["digest"],
+            source_keys=s["source_key"],
+            num_samples=s["num_samples"],
+            pcm_sha256=s["pcm_sha256"],
+            audio=s["audio"],
+            json=s["json"],
+        )
+        n = len(rec.sample_keys)
+        if not all(
+            len(x) == n
+            for x in (rec.digests, rec.source_keys, rec.num_samples, rec.pcm_sha256, rec.audio, rec.json)
+        ):
+            raise ValueError("inconsistent commit record")
+        return str(doc["config_fingerprint"]), rec
+
+
+def object_sha256(store: Storage, key: str) -> str:
+    """sha256 of an object, streamed."""
+    h = hashlib.sha256()
+    with store.open_read(key) as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_commit(lake: Storage, key: str) -> tuple[str, _ShardRecord] | None:
+    try:
+        return _ShardRecord.from_json(lake.read_bytes(key))
+    except ObjectNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable or foreign: the shard is redone
+
+
+def _reusable(
+    lake: Storage,
+    layout: ShardLayout,
+    bucket: BucketPlan,
+    fingerprint: str,
+    cfg: ShardConfig,
+    verify_sha256: bool,
+) -> list[int]:
+    """Sample counts of the leading shards of ``bucket`` that a previous run committed and that match
+    the plan (records are re-read when their rows are emitted, so memory does not hold them all)."""
+    out: list[int] = []
+    planned = bucket.samples
+    pos = 0
+    while pos < len(planned):
+        seq = len(out)
+        loaded = _load_commit(lake, layout.commit_key(bucket.label, seq))
+        if loaded is None:
+            break
+        fp, rec = loaded
+        n = len(rec.sample_keys)
+        if fp != fingerprint or rec.shard_key != layout.shard_key(bucket.label, seq) or n == 0:
+            break
+        window = planned[pos : pos + n]
+        if len(window) != n or [s.sample_key for s in window] != rec.sample_keys:
+            break
+        if [s.digest for s in window] != rec.digests:
+            break
+        # The shard would close at the same place: at the bucket's end, at the count bound whatever
+        # follows, or before the same next sample (whose encoded size decided it).
+        after = planned[pos + n] if pos + n < len(planned) else None
+        if rec.closed_by == "end" and after is not None:
+            break
+        if rec.closed_by == "samples" and (after is None or n != cfg.max_shard_samples):
+            break
+        if rec.closed_by == "bytes" and (after is None or rec.next != [after.sample_key, after.digest]):
+            break
+        if rec.closed_by not in ("end", "samples", "bytes"):
+            break
+        try:
+            info = lake.stat(rec.shard_key)
+        except ObjectNotFoundError:
+            break
+        if info.size != rec.size:
+            break
+        if verify_sha256 and object_sha256(lake, rec.shard_key) != rec.sha256:
+            break
+        out.append(n)
+        pos += n
+    return out
+
+
+# -- shard building ---------------------------------------------------------------------------------
+class _ShardBuilder:
+    """One shard being written: a tar streamed into an atomic ``open_write`` of the lake."""
+
+    def __init__(self, lake: Storage, key: str, bucket: int, seq: int, cfg: ShardConfig) -> None:
+        self.key, self.bucket, self.seq, self.cfg = key, bucket, seq, cfg
+        self._cm = lake.open_write(key, suffix=".tar")
+        fh: BinaryIO = self._cm.__enter__()
+        self._hash = hashlib.sha256()
+        self.tar = TarWriter(fh, self._hash)
+        self.rec = _ShardRecord(shard_key=key, bucket=bucket, seq=seq, size=0, sha256="", next=None)
+        self.duration_s = 0.0
+
+    @property
+    def count(self) -> int:
+        return self.tar.members // 2
+
+    def full_for(self, r: EncodedSample) -> str | None:
+        """Why ``r`` cannot join this shard ("samples" or "bytes"), or None when it fits."""
+        assert r.audio is not None and r.json is not None
+        if self.count >= self.cfg.max_shard_samples:
+            return "samples"
+        if self.tar.size_after(len(r.audio), len(r.json)) > self.cfg.max_shard_bytes:
+            return "bytes"
+        return None
+
+    def add(self, r: EncodedSample) -> None:
+        assert r.audio is not None and r.json is not None and r.pcm_sha256 is not None
+        s = r.sample
+        ext = self.cfg.audio_extension
+        a_hdr, a_off = self.tar.add(f"{s.sample_key}.{ext}", r.audio)
+        j_hdr, j_off = self.tar.add(f"{s.sample_key}.json", r.json)
+        rec = self.rec
+        rec.sample_keys.append(s.sample_key)
+        rec.digests.append(s.digest)
+        rec.source_keys.append(s.source_key)
+        rec.num_samples.append(r.num_samples)
+        rec.pcm_sha256.append(r.pcm_sha256)
+        rec.audio.append([a_hdr, a_off, len(r.audio)])
+        rec.json.append([j_hdr, j_off, len(r.json)])
+        self.duration_s += r.num_samples / self.cfg.sample_rate
+
+    def finish(self, next_sample: PlannedSample | None, closed_by: str) -> _ShardRecord:
+        self.rec.size = self.tar.close()
+        self._cm.__exit__(None, None, None)  # the object appears under its key only now
+        self.rec.sha256 = self._hash.hexdigest()
+        self.rec.next = None if next_sample is None else [next_sample.sample_key, next_sample.digest]
+        self.rec.closed_by = closed_by
+        return self.rec
+
+    def abort(self, exc: BaseException) -> None:
+        with contextlib.suppress(BaseException):
+            self._cm.__exit__(type(exc), exc, exc.__traceback__)
+
+
+class _Outputs:
+    """Accumulates the sample index (streamed to a staged Parquet file), the shard table and stats."""
+
+    def __init__(
+        self, writer: pq.ParquetWriter, partition: str, cfg: ShardConfig, fp: str, summary: ShardSummary
+    ):
+        self.writer, self.partition, self.cfg, self.fp, self.summary = writer, partition, cfg, fp, summary
+        self.shard_rows: list[dict[str, Any]] = []
+        self.shard_keys: set[str] = set()
+        self.commit_keys: set[str] = set()
+
+    def add(self, rec: _ShardRecord, layout: ShardLayout, reused: bool) -> None:
+        cfg = self.cfg
+        label = cfg.bucket_label(rec.bucket)
+        lo, hi = cfg.bucket_edges[rec.bucket], cfg.bucket_edges[rec.bucket + 1]
+        n = len(rec.sample_keys)
+        ext = cfg.audio_extension
+        durations = [k / cfg.sample_rate for k in rec.num_samples]
+        cols = {
+            "partition": [self.partition] * n,
+            "shard_key": [rec.shard_key] * n,
+            "bucket": [label] * n,
+            "bucket_lo_s": [lo] * n,
+            "bucket_hi_s": [hi] * n,
+            "shard_seq": [rec.seq] * n,
+            "position": list(range(n)),
+            "sample_key": rec.sample_keys,
+            "source_key": rec.source_keys,
+            "num_samples": rec.num_samples,
+            "duration_s": durations,
+            "pcm_sha256": rec.pcm_sha256,
+            "audio_member": [f"{k}.{ext}" for k in rec.sample_keys],
+            "audio_header_offset": [a[0] for a in rec.audio],
+            "audio_offset": [a[1] for a in rec.audio],
+            "audio_size": [a[2] for a in rec.audio],
+            "json_member": [f"{k}.json" for k in rec.sample_keys],
+            "json_header_offset": [j[0] for j in rec.json],
+            "json_offset": [j[1] for j in rec.json],
+            "json_size": [j[2] for j in rec.json],
+        }
+        self.writer.write_table(pa.Table.from_pydict(cols, schema=self.writer.schema))
+        total = sum(durations)
+        self.shard_rows.append(
+            {
+                "partition": self.partition,
+                "shard_key": rec.shard_key,
+                "bucket": label,
+                "bucket_lo_s": lo,
+                "bucket_hi_s": hi,
+                "shard_seq": rec.seq,
+                "nsamples": n,
+                "duration_s": total,
+                "size": rec.size,
+                "sha256": rec.sha256,
+                "first_sample_key": rec.sample_keys[0],
+                "last_sample_key": rec.sample_keys[-1],
+                "config_fingerprint": self.fp,
+            }
+        )
+        self.shard_keys.add(rec.shard_key)
+        self.commit_keys.add(layout.commit_key(label, rec.seq))
+        sm = self.summary
+        stats = sm.buckets.setdefault(label, BucketStats())
+        stats.shards += 1
+        stats.samples += n
+        stats.hours += total / 3600
+        stats.bytes += rec.size
+        sm.shards += 1
+        sm.samples += n
+        sm.hours += total / 3600
+        sm.bytes_total += rec.size
+        if reused:
+            sm.shards_reused += 1
+        else:
+            sm.shards_written += 1
+            sm.bytes_written += rec.size
+            sm.written_keys.append(rec.shard_key)
+
+
+def _schema(schema: pa.Schema, cfg: ShardConfig, fp: str) -> pa.Schema:
+    return schema.with_metadata(
+        {
+            META_CONFIG: cfg.to_json().encode(),
+            META_FINGERPRINT: fp.encode(),
+            META_VERSION: SCHEMA_VERSION.encode(),
+        }
+    )
+
+
+def wids_index(layout: ShardLayout, shard_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``wids-shard-index-v1`` document: shard URLs relative to the index's own location (wids
+    resolves them against the directory it loaded the JSON from)."""
+    return {
+        "__kind__": WIDS_KIND,
+        "wids_version": 1,
+        "name": layout.partition,
+        "shardlist": [
+            {
+                "url": layout.relative(r["shard_key"]),
+                "nsamples": r["nsamples"],
+                "filesize": r["size"],
+                "sha256": r["sha256"],
+                "bucket": r["bucket"],
+                "duration_s": r["duration_s"],
+            }
+            for r in shard_rows
+        ],
+    }
+
+
+def _delete_stale(lake: Storage, layout: ShardLayout, outputs: _Outputs) -> int:
+    """Remove shards and commit records of earlier runs that are not part of this result."""
+    n = 0
+    for obj in list(lake.iter_objects(layout.prefix)):  # listed first: no deletes under a live listing
+        rel = layout.relative(obj.key)
+        parts = rel.split("/")
+        stale_shard = (
+            len(parts) == 2
+            and parts[0].startswith("bucket-")
+            and parts[1].startswith("shard-")
+            and parts[1].endswith(".tar")
+            and obj.key not in outputs.shard_keys
+        )
+        stale_commit = (
+            len(parts) == 3
+            and parts[0] == "_commits"
+            and parts[2].endswith(".json")
+            and obj.key not in outputs.commit_keys
+        )
+        if stale_shard or stale_commit:
+            lake.delete(obj.key)
+            n += 1
+    return n
+
+
+# -- the driver -------------------------------------------------------------------------------------
+def write_shards(
+    rows: pa.Table | Iterable[Mapping[str, Any]],
+    partition: str,
+    lake: Storage,
+    *,
+    raw: Storage | None = None,
+    loader: AudioLoader | None = None,
+    config: ShardConfig | None = None,
+    root: str = DEFAULT_ROOT,
+    workers: int | None = None,
+    executor: Executor = "process",
+    chunk_size: int = 4,
+    verify_existing: bool = True,
+    progress: Callable[[ShardProgress], None] | None = None,
+    progress_every_s: float = 10.0,
+) -> ShardSummary:
+    """Write every kept row of ``partition`` into WebDataset shards in ``lake`` (module docstring).
+
+    ``rows``: the kept table (a pyarrow Table or row dicts; columns in
+    :data:`~asr_distill.stages.shards.plan.INPUT_COLUMNS`). Audio comes from ``loader(key)`` (16 kHz
+    mono float32; must be picklable for ``executor="process"``) or, by default, is decoded from ``raw``
+    with the config's sample rate and resampling quality. ``verify_existing`` re-hashes a committed
+    shard before reusing it (else its size is trusted). A clip that cannot be written is reported in
+    ``summary.failed``, never raised; :class:`~asr_distill.stages.shards.plan.ShardPlanError` is raised
+    for input that cannot be planned.
+    """
+    cfg = config or ShardConfig()
+    if loader is None:
+        if raw is None:
+            raise ValueError("give either raw (the store holding the audio) or loader")
+        loader = StorageAudioLoader(raw, cfg.sample_rate, cfg.resample_quality)
+    n_workers = workers or default_workers()
+    layout = shard_layout(partition, root)
+    fp = cfg.fingerprint()
+    start = time.monotonic()
+    summary = ShardSummary(partition=partition, config_fingerprint=fp, layout_prefix=layout.prefix)
+
+    plan = plan_partition(rows, partition, cfg)
+    summary.rejected = list(plan.rejected)
+    summary.planned = plan.n_samples
+
+    reused = {b.index: _reusable(lake, layout, b, fp, cfg, verify_existing) for b in plan.buckets}
+    todo: dict[int, list[PlannedSample]] = {}
+    for b in plan.buckets:
+        skip = sum(reused[b.index])
+        todo[b.index] = b.samples[skip:]
+
+    counters = {"done": 0, "failed": 0}
+    last_report = [start]
+
+    def report(force: bool = False) -> None:
+        now = time.monotonic()
+        if progress is None or (not force and now - last_report[0] < progress_every_s):
+            return
+        last_report[0] = now
+        progress(
+            ShardProgress(
+                counters["done"],
+                summary.planned,
+                summary.shards_written,
+                summary.shards_reused,
+                counters["failed"],
+                summary.audio_s_encoded,
+                summary.bytes_written,
+                now - start,
+            )
+        )
+
+    encoder = _OrderedEncoder(loader, cfg, executor, n_workers)
+    all_todo = (s for b in plan.buckets for s in todo[b.index])
+    batches = encoder.map(_chunks(all_todo, chunk_size), in_flight=2 * n_workers)
+    results = (r for batch in batches for r in batch)
+    builder: _ShardBuilder | None = None
+    index_schema = _schema(SAMPLE_INDEX_SCHEMA, cfg, fp)
+    try:
+        with lake.staged_file(layout.index_key, suffix=".parquet") as index_path:
+            with pq.ParquetWriter(index_path, index_schema, compression="zstd") as pw:
+                out = _Outputs(pw, partition, cfg, fp, summary)
+                for b in plan.buckets:
+                    for seq, n in enumerate(reused[b.index]):
+                        loaded = _load_commit(lake, layout.commit_key(b.label, seq))
+                        if loaded is None or len(loaded[1].sample_keys) != n:
+                            raise StorageError(
+                                f"commit record of {layout.shard_key(b.label, seq)} changed during the run"
+                            )
+                        out.add(loaded[1], layout, reused=True)
+                        counters["done"] += n
+                        report()
+                    seq = len(reused[b.index])
+                    for _ in range(len(todo[b.index])):
+                        r = next(results)
+                        counters["done"] += 1
+                        if not r.ok:
+                            counters["failed"] += 1
+                            summary.failed.append((r.sample.source_key, r.error or "", r.detail or ""))
+                            report()
+                            continue
+                        why = None if builder is None else builder.full_for(r)
+                        if builder is not None and why is not None:
+                            out.add(builder.finish(r.sample, why), layout, reused=False)
+                            lake.write_bytes(
+                                layout.commit_key(b.label, builder.seq), builder.rec.to_json(fp, partition)
+                            )
+                            seq = builder.seq + 1
+                            builder = None
+                        if builder is None:
+                            lake.delete(layout.commit_key(b.label, seq))
+                            builder = _ShardBuilder(lake, layout.shard_key(b.label, seq), b.index, seq, cfg)
+                        builder.add(r)
+                        summary.audio_s_encoded += r.num_samples / cfg.sample_rate
+                        report()
+                    if builder is not None:
+                        out.add(builder.finish(None, "end"), layout, reused=False)
+                        lake.write_bytes(
+                            layout.commit_key(b.label, builder.seq), builder.rec.to_json(fp, partition)
+                        )
+                        builder = None
+                if next(results, None) is not None:  # pragma: no cover (a bookkeeping bug)
+                    raise RuntimeError("more encoded samples than planned")
+        shards_table = pa.Table.from_pylist(out.shard_rows, schema=_schema(SHARD_TABLE_SCHEMA, cfg, fp))
+        with lake.staged_file(layout.shards_key, suffix=".parquet") as path:
+            pq.write_table(shards_table, path, compression="zstd")
+        wids = json.dumps(wids_index(layout, out.shard_rows), indent=1, ensure_ascii=False).encode("utf-8")
+        lake.write_bytes(layout.wids_key, wids)
+        summary.stale_deleted = _delete_stale(lake, layout, out)
+    except BaseException as exc:
+        if builder is not None:
+            builder.abort(exc)
+        raise
+    finally:
+        results.close()
+        batches.close()  # shuts the pool down, also on errors and interrupts
+    summary.failed.sort()
+    summary.elapsed_s = time.monotonic() - start
+    report(force=True)
+    return summary
+
+
+# -- reading back -------------------------------------------------------------------------------------
+def read_table(lake: Storage, key: str) -> pa.Table:
+    """A Parquet object of the lake as a table."""
+    try:
+        with lake.local_copy(key, suffix=".parquet") as path:
+            return pq.read_table(path)
+    except ObjectNotFoundError:
+        raise
+    except OSError as exc:  # pragma: no cover
+        raise StorageError(f"cannot read {lake.url(key)}: {exc}") from exc
