@@ -1,3 +1,7 @@
-"""Sensors (new raw prefixes arrive in their own module)."""
+"""Sensors: ``raw_prefix_sensor`` launches ``distill_job`` for each new complete raw prefix."""
 
-ALL_SENSORS: list = []
+from asr_distill.sensors.raw_prefix import SENSOR_NAME, build_raw_prefix_sensor, raw_prefix_sensor
+
+ALL_SENSORS = [raw_prefix_sensor]
+
+__all__ = ["ALL_SENSORS", "SENSOR_NAME", "build_raw_prefix_sensor", "raw_prefix_sensor"]

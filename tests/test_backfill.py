@@ -1,0 +1,182 @@
+"""A backfill of ``audio_index`` over three partitions, launched the way the UI launches one.
+
+The UI's "Materialize -> Launch backfill" sends the GraphQL mutation ``launchPartitionBackfill``; the
+backfill daemon then submits one run per partition. Here the same mutation runs in-process against the
+real code location, and the real backfill daemon iteration submits the runs; the instance uses Dagster's
+synchronous run coordinator and launcher so that each run executes in this process instead of waiting
+for a queue daemon and a run worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+from dagster._config import process_config
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.storage.config import pg_config
+from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._daemon.backfill import execute_backfill_iteration
+from dagster_graphql.test.utils import execute_dagster_graphql
+
+from asr_distill import lake as layout
+from asr_distill.assets import audio_index, raw_audio
+from asr_distill.partitions import raw_prefix_partitions
+from asr_distill.resources import StorageResource
+from asr_distill.storage import LocalStorage
+
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+PARTITIONS = ["en_read", "en_conversational", "broken"]
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def test_backfill_of_three_partitions(demo_corpus, tmp_path):
+    raw, report = demo_corpus
+    lake = LocalStorage(tmp_path / "lake")
+    location = tmp_path / "location.py"
+    location.write_text(
+        "from asr_distill.definitions import build_definitions\n"
+        f"defs = build_definitions(raw={raw.uri!r}, lake={lake.uri!r})\n"
+    )
+    target = InProcessTestWorkspaceLoadTarget(
+        InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(
+                python_file=str(location), attribute="defs", working_directory=str(tmp_path)
+            ),
+            location_name="asr_distill",
+        )
+    )
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with (
+        dg.instance_for_test(
+            temp_dir=str(home), synchronous_run_coordinator=True, synchronous_run_launcher=True
+        ) as instance,
+        create_test_daemon_workspace_context(target, instance) as workspace,
+    ):
+        instance.add_dynamic_partitions(
+            raw_prefix_partitions.name, sorted({e.prefix for e in report.entries})
+        )
+        result = execute_dagster_graphql(
+            workspace.create_request_context(),
+            LAUNCH_BACKFILL,
+            {"params": {"partitionNames": PARTITIONS, "assetSelection": [{"path": ["audio_index"]}]}},
+        )
+        assert result.errors is None
+        launched = result.data["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        logger = logging.getLogger("test_backfill")
+        for _ in range(10):
+            list(execute_backfill_iteration(workspace, logger))
+            if instance.get_backfill(backfill_id).status != BulkActionStatus.REQUESTED:
+                break
+        assert instance.get_backfill(backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
+
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(PARTITIONS)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+
+        records = instance.fetch_materializations(audio_index.key, limit=10).records
+        assert sorted(r.partition_key for r in records) == sorted(PARTITIONS)
+        assert instance.get_materialized_partitions(audio_index.key) == set(PARTITIONS)
+        for record in records:
+            partition = record.partition_key
+            n_audio = sum(1 for e in report.entries if e.prefix == partition and e.kind == "audio")
+            assert record.asset_materialization.metadata["rows"].value == n_audio
+            assert pq.read_metadata(lake.local_path(layout.audio_index_key(partition))).num_rows == n_audio
+        assert not lake.exists(layout.audio_index_key("en_mixed"))  # not part of the backfill
+
+        schema_check = dg.AssetCheckKey(audio_index.key, "audio_index_schema")
+        for run in runs:
+            evaluations = {
+                (
+                    record.dagster_event.event_specific_data.asset_check_key,
+                    record.dagster_event.event_specific_data.passed,
+                )
+                for record in instance.all_logs(
+                    run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+                )
+            }
+            assert (schema_check, True) in evaluations
+
+
+def _body(path: Path) -> str:
+    text = path.read_text()
+    return text[text.index("telemetry:") :]
+
+
+def test_instance_templates(demo_corpus, tmp_path, monkeypatch):
+    """deploy/dagster.yaml loads as documented and in-process runs (``make demo``) work on it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.run_queue_config.max_concurrent_runs == 4
+        assert concurrency.run_queue_config.tag_concurrency_limits[0]["key"] == "dagster/partition"
+        assert concurrency.pool_config.default_pool_limit == 1
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
+        assert instance.run_monitoring_enabled
+        assert instance.get_concurrency_config().pool_config.pool_granularity.value == "op"
+
+        raw, _ = demo_corpus
+        instance.add_dynamic_partitions(raw_prefix_partitions.name, ["en_mixed"])
+        lake = LocalStorage(tmp_path / "lake")
+        resources = {"raw": StorageResource(uri=raw.uri), "lake": StorageResource(uri=lake.uri)}
+        result = dg.materialize(
+            [raw_audio, audio_index],
+            selection=[audio_index],
+            partition_key="en_mixed",
+            instance=instance,
+            resources=resources,
+        )  # in-process, like `dagster job execute`: the queue is not involved
+        assert result.success and lake.exists(layout.audio_index_key("en_mixed"))
+        instance.event_log_storage.set_concurrency_slots("gpu", 2)  # `dagster instance concurrency set gpu 2`
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 2
+
+    # The PostgreSQL variant: same settings, storage from environment variables (schema-checked here; a
+    # connection needs dagster-postgres and a server).
+    assert _body(DEPLOY / "dagster-postgres.yaml") == _body(DEPLOY / "dagster.yaml")
+    for name, value in {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_DB": "dagster",
+        "DAGSTER_PG_USERNAME": "dagster",
+        "DAGSTER_PG_PASSWORD": "secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    pg_home = tmp_path / "pg_home"
+    pg_home.mkdir()
+    shutil.copy(DEPLOY / "dagster-postgres.yaml", pg_home / "dagster.yaml")
+    config, _ = dagster_instance_config(str(pg_home))  # validates the whole file
+    resolved = process_config(pg_config(), config["storage"]["postgres"])  # what dagster-postgres receives
+    assert resolved.success, resolved.errors
+    db = resolved.value["postgres_db"]
+    assert (db["hostname"], db["port"], db["password"], db["scheme"]) == (
+        "127.0.0.1",
+        5432,
+        "secret",
+        "postgresql+psycopg2",
+    )
