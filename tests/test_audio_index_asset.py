@@ -119,3 +119,20 @@ def test_definitions_load_and_validate():
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"raw_audio", "audio_index"} <= keys
     dg.Definitions.validate_loadable(defs)
+
+
+def test_executor_switch(monkeypatch):
+    from dagster_k8s import k8s_job_executor
+
+    from asr_distill.definitions import build_definitions as build
+
+    for name, expected in (("in_process", dg.in_process_executor), ("multiprocess", dg.multiprocess_executor),
+                           ("k8s", k8s_job_executor)):
+        monkeypatch.setenv("ASR_DISTILL_EXECUTOR", name)
+        defs = build(raw="/nonexistent/raw", lake="/nonexistent/lake")
+        assert defs.executor is expected
+    monkeypatch.setenv("ASR_DISTILL_EXECUTOR", "nonsense")
+    import pytest
+
+    with pytest.raises(ValueError, match="ASR_DISTILL_EXECUTOR"):
+        build(raw="/x", lake="/y")
