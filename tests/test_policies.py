@@ -1,0 +1,59 @@
+"""Retry and backfill policies: I/O steps retry transient failures, permanent ones and checks never."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from asr_distill.assets import ALL_ASSETS, ALL_CHECKS, audio_index
+from asr_distill.assets._policies import IO_RETRY
+from asr_distill.resources import StorageResource
+from asr_distill.storage import LocalStorage
+from tests.conftest import register_partitions
+
+
+def test_stage_assets_retry_and_checks_do_not():
+    stages = [a for a in ALL_ASSETS if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+    assert {a.key.to_user_string() for a in stages} >= {"audio_index", "cleaned_audio", "webdataset_shards"}
+    for asset in stages:
+        assert asset.op.retry_policy == IO_RETRY
+        assert asset.backfill_policy.max_partitions_per_run == 1
+    assert IO_RETRY.backoff == dg.Backoff.EXPONENTIAL and IO_RETRY.jitter == dg.Jitter.PLUS_MINUS
+    for check in ALL_CHECKS:
+        assert check.op.retry_policy is None
+
+
+def test_permanent_storage_error_fails_without_retry(tmp_path, instance):
+    register_partitions(instance, ["p"])
+    result = dg.materialize(
+        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
+        raise_on_error=False,
+        resources={"raw": StorageResource(uri=str(tmp_path / "missing")), "lake": StorageResource(uri=str(tmp_path / "l"))},
+    )
+    assert not result.success
+    types = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in types
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "does not exist" in str(failure.event_specific_data.error)
+
+
+def test_transient_error_is_retried(tmp_path, instance, monkeypatch):
+    raw = LocalStorage(tmp_path / "raw")
+    raw.write_bytes("p/a.txt", b"no audio here")
+    register_partitions(instance, ["p"])
+    calls = {"n": 0}
+    original = LocalStorage.iter_objects
+
+    def flaky(self, prefix="", *, recursive=True):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionResetError("injected: connection reset by peer")
+        return original(self, prefix, recursive=recursive)
+
+    monkeypatch.setattr(LocalStorage, "iter_objects", flaky)
+    result = dg.materialize(
+        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
+        resources={"raw": StorageResource(uri=raw.uri), "lake": StorageResource(uri=str(tmp_path / "l"))},
+    )
+    assert result.success  # after one retry (IO_RETRY: ~10 s delay with jitter)
+    types = [e.event_type_value for e in result.all_events]
+    assert types.count("STEP_UP_FOR_RETRY") == 1
