@@ -643,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from asr_distill.stages.index.build import IndexOptions
 
-    workers = max(2, os.cpu_count() or 1)  # what build_index picks for a local store
+    workers = max(1, min(4, (os.cpu_count() or 1) // 2))  # what build_index picks for a local store
     base = Path(tempfile.mkdtemp(prefix="bench_index_", dir=args.workdir))
     raw_root, lake_root = base / "raw", base / "lake"
     doc: dict[str, Any] = {
