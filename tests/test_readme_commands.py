@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -58,3 +62,37 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     assert "RUN_SUCCESS" in run.stdout + run.stderr
     # The index was up to date, so the second run reused it instead of re-probing.
     assert "listing unchanged" in run.stdout + run.stderr
+
+    # `dagster dev -w workspace.yaml` serves the UI with every asset of the lineage.
+    _check_dagster_dev_shows_assets(clone, env)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_dagster_dev_shows_assets(clone: Path, env: dict[str, str]) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(clone / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
+        keys: set[str] = set()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and "webdataset_shards" not in keys:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    nodes = json.load(resp)["data"]["assetNodes"]
+                keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
+            except (OSError, KeyError, ValueError):
+                time.sleep(2)
+        assert {"raw_audio", "audio_index", "cleaned_audio", "webdataset_shards"} <= keys, keys
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
