@@ -1,0 +1,224 @@
+"""Quality signals for teacher labels: flags with reasons, never a drop.
+
+Each flag is a short code (:data:`QUALITY_FLAGS`); a label may carry several. Downstream manifests
+decide what to keep (the distil-whisper recipe keeps WER < 10 % against a reference). Defaults come
+from public recipes:
+
+=====================  =========================================  ==========================================
+flag                   rule (default)                             source
+=====================  =========================================  ==========================================
+empty_text             no text after stripping                    Granary, distil-whisper
+high_compression       gzip ratio > 2.4                           openai/whisper ``transcribe.py``
+low_unique_words       unique/total words <= 0.4 (>= 10 words)    NeMo Curator / SDP hallucination checks
+repeated_ngram         a word 5-gram occurs >= 3 times            SDP hallucination checks
+long_word              a "word" of >= 25 characters               SDP hallucination checks
+chars_per_second_low   < 1.0 characters per second of audio       NeMo SDP configs
+chars_per_second_high  > 21.0 characters per second               NeMo SDP configs (> 40 = hallucination)
+low_avg_logprob        average log-probability < -1.0             openai/whisper
+no_speech              no-speech probability > 0.6 and logprob    openai/whisper's silence rule
+                       < -1.0
+truncated              decoding hit the token limit               (a looping decoder)
+all_caps               >= 10 letters, all upper case              Granary (a large-v3 failure mode)
+language_mismatch      teacher language != expected language      Granary, Emilia
+low_language_prob      detected language probability < 0.7        Granary (Emilia, Data-Juicer use 0.8)
+high_wer               WER (CER for zh/ja/ko/yue) > 0.10          distil-whisper ``run_distillation.py``
+=====================  =========================================  ==========================================
+
+WER is computed after Whisper's normalisation of both sides (``EnglishTextNormalizer`` for English,
+which also maps spelled numbers to digits, so "fifty" vs "50" is no error; ``BasicTextNormalizer``
+otherwise), with jiwer; for character languages, on characters with spaces removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import jiwer
+
+from asr_distill.teachers.base import compression_ratio
+
+QUALITY_FLAGS: dict[str, str] = {
+    "empty_text": "the teacher produced no text",
+    "high_compression": "gzip compression ratio above the limit (repetitive output)",
+    "low_unique_words": "too few distinct words (repetitive output)",
+    "repeated_ngram": "a word n-gram repeats too often (looping output)",
+    "long_word": "a 'word' is implausibly long",
+    "chars_per_second_low": "too few characters for the audio duration (missed speech)",
+    "chars_per_second_high": "too many characters for the audio duration (hallucination)",
+    "low_avg_logprob": "average token log-probability below the limit (low confidence)",
+    "no_speech": "the teacher thinks there is no speech and is not confident in its text",
+    "truncated": "decoding stopped at the token limit",
+    "all_caps": "the text is entirely upper case",
+    "language_mismatch": "the teacher's language differs from the expected language",
+    "low_language_prob": "the detected language has a low probability",
+    "high_wer": "error rate against the reference text above the limit",
+}
+_FLAG_ORDER = {f: i for i, f in enumerate(QUALITY_FLAGS)}
+
+# Languages scored by character error rate (no word boundaries in writing).
+CER_LANGUAGES = frozenset({"zh", "cmn", "yue", "wuu", "ja", "ko"})
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Thresholds of the quality flags (see the module docstring for the sources)."""
+
+    max_compression_ratio: float = 2.4
+    max_unique_word_ratio: float = 0.4  # flag when unique/total <= this ...
+    unique_ratio_min_words: int = 10  # ... over at least this many words
+    ngram_size: int = 5
+    max_ngram_count: int = 2  # flag when one n-gram occurs more often than this
+    long_word_chars: int = 25
+    min_chars_per_second: float = 1.0
+    max_chars_per_second: float = 21.0
+    min_avg_logprob: float = -1.0
+    no_speech_prob: float = 0.6
+    all_caps_min_letters: int = 10
+    min_language_probability: float = 0.7
+    max_error_rate: float = 0.10
+    cer_languages: frozenset[str] = field(default_factory=lambda: CER_LANGUAGES)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cer_languages"] = sorted(self.cer_languages)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class QualityResult:
+    flags: tuple[str, ...]
+    error_rate: float | None = None  # WER or CER against the reference, when one exists
+    error_metric: str | None = None  # "wer" | "cer"
+    chars_per_second: float | None = None
+
+
+def primary_language(language: str | None) -> str | None:
+    """``"en-US"`` / ``"EN_gb"`` -> ``"en"``; empty -> None."""
+    lang = (language or "").strip().lower().replace("_", "-")
+    return lang.split("-", 1)[0] or None
+
+
+@lru_cache(maxsize=2)
+def _normalizer(english: bool) -> Any:
+    if english:
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        return EnglishTextNormalizer()
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    return BasicTextNormalizer()
+
+
+def normalize_text(text: str, language: str | None) -> str:
+    """Whisper-style normalisation used before scoring (English rules only for English)."""
+    out = _normalizer(primary_language(language) in (None, "en"))(text)
+    return re.sub(r"\s+", " ", out).strip()
+
+
+def error_rate(
+    hypothesis: str, reference: str, language: str | None, cer_languages: frozenset[str] = CER_LANGUAGES
+) -> tuple[float | None, str]:
+    """(WER or CER after normalisation, metric); None when the reference normalises to nothing."""
+    lang = primary_language(language)
+    metric = "cer" if lang in cer_languages else "wer"
+    ref = normalize_text(reference, lang)
+    hyp = normalize_text(hypothesis, lang)
+    if metric == "cer":
+        ref, hyp = ref.replace(" ", ""), hyp.replace(" ", "")
+    if not ref:
+        return (0.0 if not hyp else None), metric
+    if not hyp:
+        return 1.0, metric
+    return (float(jiwer.cer(ref, hyp)) if metric == "cer" else float(jiwer.wer(ref, hyp))), metric
+
+
+_WORD = re.compile(r"\S+")
+
+
+def text_flags(text: str, cfg: QualityConfig) -> list[str]:
+    """Flags that depend on the text alone."""
+    if not text.strip():
+        return ["empty_text"]
+    flags = []
+    if compression_ratio(text) > cfg.max_compression_ratio:
+        flags.append("high_compression")
+    words = [w.strip(".,!?;:\"'()[]").lower() for w in _WORD.findall(text)]
+    words = [w for w in words if w]
+    if len(words) >= cfg.unique_ratio_min_words and len(set(words)) / len(words) <= cfg.max_unique_word_ratio:
+        flags.append("low_unique_words")
+    n = cfg.ngram_size
+    if len(words) >= n:
+        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        if max(grams.values()) > cfg.max_ngram_count:
+            flags.append("repeated_ngram")
+    if any(len(w) >= cfg.long_word_chars for w in _WORD.findall(text)):
+        flags.append("long_word")
+    letters = [c for c in text if c.isalpha()]
+    if (
+        len(letters) >= cfg.all_caps_min_letters
+        and all(c.isupper() for c in letters if c.isupper() or c.islower())
+        and any(c.isupper() for c in letters)
+    ):
+        flags.append("all_caps")
+    return flags
+
+
+def chars_per_second(text: str, duration_s: float, language: str | None, cfg: QualityConfig) -> float | None:
+    """Characters per second of audio (whitespace runs count as one; none for character languages)."""
+    if duration_s <= 0:
+        return None
+    body = re.sub(r"\s+", " ", text.strip())
+    if primary_language(language) in cfg.cer_languages:
+        body = body.replace(" ", "")
+    return len(body) / duration_s
+
+
+def assess(
+    text: str,
+    *,
+    duration_s: float,
+    cfg: QualityConfig,
+    avg_logprob: float | None = None,
+    no_speech_prob: float | None = None,
+    truncated: bool = False,
+    language: str | None = None,
+    language_probability: float | None = None,
+    language_detected: bool = False,
+    expected_language: str | None = None,
+    reference_text: str | None = None,
+) -> QualityResult:
+    """All flags for one label (``language``: the teacher's, detected or forced)."""
+    flags = text_flags(text, cfg)
+    lang = primary_language(expected_language) or primary_language(language)
+    cps = chars_per_second(text, duration_s, lang, cfg)
+    if cps is not None and "empty_text" not in flags:
+        if cps < cfg.min_chars_per_second:
+            flags.append("chars_per_second_low")
+        elif cps > cfg.max_chars_per_second:
+            flags.append("chars_per_second_high")
+    if avg_logprob is not None and avg_logprob < cfg.min_avg_logprob:
+        flags.append("low_avg_logprob")
+        if no_speech_prob is not None and no_speech_prob > cfg.no_speech_prob:
+            flags.append("no_speech")
+    if truncated:
+        flags.append("truncated")
+    got, want = primary_language(language), primary_language(expected_language)
+    if got and want and got != want:
+        flags.append("language_mismatch")
+    if (
+        language_detected
+        and language_probability is not None
+        and language_probability < cfg.min_language_probability
+    ):
+        flags.append("low_language_prob")
+    rate, metric = None, None
+    if reference_text is not None and reference_text.strip():
+        rate, metric = error_rate(text, reference_text, lang, cfg.cer_languages)
+        if rate is not None and rate > cfg.max_error_rate:
+            flags.append("high_wer")
+    ordered = tuple(sorted(set(flags), key=_FLAG_ORDER.__getitem__))
+    return QualityResult(flags=ordered, error_rate=rate, error_metric=metric, chars_per_second=cps)
