@@ -62,7 +62,10 @@ class StorageResource(dg.ConfigurableResource):
             "region": self.region or os.environ.get(ENV_REGION) or None,
             "access_key_id": self.access_key_id,
             "access_key_secret": self.access_key_secret,
-            "security_token": self.security_token or os.environ.get(ENV_SECURITY_TOKEN) or None,
+            # The STS token from the environment belongs to the environment's key pair only.
+            "security_token": self.security_token
+            or (os.environ.get(ENV_SECURITY_TOKEN) if self.access_key_id == os.environ.get(ENV_ACCESS_KEY_ID) else None)
+            or None,
             "signature_version": self.signature_version,
             "multipart_threshold": self.multipart_threshold_mb * (1 << 20),
             "part_size": self.part_size_mb * (1 << 20),

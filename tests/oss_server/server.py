@@ -84,7 +84,9 @@ class FaultConfig:
     """What the server does wrong, per request, drawn from ``random.Random(seed)``.
 
     Rates are fractions in [0, 1] of the requests they apply to. ``deny_all`` answers every request
-    with 403 AccessDenied. ``only_methods`` restricts the random faults to those HTTP methods.
+    with 403 AccessDenied; ``deny`` does so only for the requests it returns True for, called with
+    ``(method, bucket, key)`` (a bucket policy or RAM policy that lacks one permission, e.g. reads
+    denied but listing allowed). ``only_methods`` restricts the random faults to those HTTP methods.
     """
 
     seed: int = 0
@@ -97,6 +99,7 @@ class FaultConfig:
     delay_rate: float = 0.0  # any request: answered only after delay_s (then executed normally)
     delay_s: float = 0.0
     deny_all: bool = False
+    deny: Callable[[str, str, str], bool] | None = None
     only_methods: frozenset[str] | None = None
 
 
@@ -365,7 +368,7 @@ class OSSCompatLayer:
             call.fault = "delay"
             self.stats["delay"] += 1
             time.sleep(faults.delay_s)
-        if faults.deny_all:
+        if faults.deny_all or (faults.deny is not None and faults.deny(req.method, req.bucket, req.key)):
             call.fault, call.status = "deny", 403
             self.stats["deny"] += 1
             return self._error(req, 403, "AccessDenied", "Access denied by bucket policy.", start_response)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from asr_distill.stages.index.probe import Probe, probe_audio
 from asr_distill.stages.index.schema import AUDIO_EXTENSIONS, AUDIO_INDEX_SCHEMA, SIDECAR_EXTENSIONS
-from asr_distill.storage import ObjectInfo, Storage, StorageError
+from asr_distill.storage import ObjectInfo, ObjectNotFoundError, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
             out["text"] = txt_text
         except UnicodeDecodeError:
             out["sidecar_error"] = "not_utf8"
-        except StorageError:
+        except ObjectNotFoundError:  # removed since the listing; access/network errors fail the step
             out["sidecar_error"] = "read_error"
     if group.json is not None:
         out["sidecar_key"] = group.json.key
@@ -156,7 +156,7 @@ def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
         except UnicodeDecodeError:
             out["sidecar_error"] = "not_utf8"
             return out
-        except StorageError:
+        except ObjectNotFoundError:
             out["sidecar_error"] = "read_error"
             return out
         except ValueError:
@@ -186,7 +186,10 @@ def probe_object(store: Storage, obj: ObjectInfo) -> Probe:
     try:
         path = store.local_path(obj.key)
         source: Any = path if path is not None else store.read_bytes(obj.key)
-    except StorageError as exc:
+    except ObjectNotFoundError as exc:
+        # Removed since the listing: a row. Access denied or an outage outlasting the backend's
+        # retries raise, so the step fails (and is retried) instead of writing rows that would be
+        # reused as if final.
         return Probe(error="read_error", detail=str(exc)[:300])
     try:
         return probe_audio(source, size=obj.size)

@@ -16,6 +16,7 @@ from :data:`~asr_distill.stages.index.schema.PROBE_ERRORS`.
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +241,7 @@ def probe_audio(source: str | Path | bytes, *, size: int | None = None) -> Probe
     try:
         return _probe_pyav(opener(), sniffed)
     except Exception as exc:  # PyAV raises many FFmpeg error types
-        av_detail = f"{type(exc).__name__}: {exc}".replace(str(source), "<object>")[:300]
+        av_detail = re.sub(r": '[^']*'$", "", f"{type(exc).__name__}: {exc}")[:300]  # drop the file name
     if sniffed is None:
         return Probe(error="unrecognised_format", detail=f"libsndfile: {sf_detail}; ffmpeg: {av_detail}")
     error = "malformed_header" if sf_error == "unrecognised_format" else sf_error
