@@ -267,9 +267,16 @@ class _Runner:
 
     def _submit(self, chunk: list[Row]) -> cf.Future:
         assert self.pool is not None
-        if self.kind == "thread":
-            return self.pool.submit(_analyze_rows, chunk, self.store, self.cfg)
-        return self.pool.submit(_worker_rows, chunk)
+        try:
+            if self.kind == "thread":
+                return self.pool.submit(_analyze_rows, chunk, self.store, self.cfg)
+            return self.pool.submit(_worker_rows, chunk)
+        except BrokenProcessPool as exc:
+            # A worker died since the last result: the pool refuses new work. Hand back a failed
+            # future so the caller's crash handling (isolate the culprit, restart the pool) runs.
+            failed: cf.Future = cf.Future()
+            failed.set_exception(exc)
+            return failed
 
     def _isolate(self, chunks: list[list[Row]]) -> Iterator[list[Row]]:
         """After a worker died: redo the affected clips one per task, to pin the culprit."""
