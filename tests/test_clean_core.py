@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -576,7 +575,6 @@ def test_analyze_clip_never_raises_on_garbage(raw: LocalStorage) -> None:
     assert out["reasons"] == ["decode_failed"]
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="demo corpus needs espeak-ng")
 def test_demo_corpus_broken_clips_get_the_expected_reasons(demo_corpus: Any) -> None:
     """Real index rows (the index core over the demo corpus) through the clean core."""
     from asr_distill.stages.index.build import IndexOptions, IndexSummary, iter_index_rows

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import struct
 import subprocess
@@ -23,8 +22,6 @@ import asr_distill.demo.corpus as corpus_module
 from asr_distill.demo import BROKEN_KINDS, FORMATS, SIDECAR_OUTCOMES, CorpusReport, generate_corpus
 from asr_distill.demo.corpus import make_text, number_words, set_ogg_serial
 from asr_distill.storage import LocalStorage, Storage
-
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/espeak-ng"), reason="espeak-ng is not installed")
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSY = {"mp3_22k", "opus_48k", "m4a_aac_44k"}

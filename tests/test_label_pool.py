@@ -40,7 +40,6 @@ from asr_distill.storage import LocalStorage
 from asr_distill.teachers import FasterWhisperConfig, TeacherLoadError
 from asr_distill.teachers.base import Teacher, TeacherResult
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 SR = 16_000
 
 

@@ -43,7 +43,6 @@ from asr_distill.teachers.vllm_backend import (
     weight_patterns,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 SR = 16_000
 
 
