@@ -16,7 +16,7 @@ def test_stage_assets_retry_and_checks_do_not():
     assert {a.key.to_user_string() for a in stages} >= {"audio_index", "cleaned_audio", "webdataset_shards"}
     for asset in stages:
         assert asset.op.retry_policy == IO_RETRY
-        assert asset.backfill_policy.max_partitions_per_run == 1
+        assert asset.backfill_policy is None  # one run per partition, tagged dagster/partition
     assert IO_RETRY.backoff == dg.Backoff.EXPONENTIAL and IO_RETRY.jitter == dg.Jitter.PLUS_MINUS
     for check in ALL_CHECKS:
         assert check.op.retry_policy is None

@@ -14,9 +14,9 @@ IO_RETRY = dg.RetryPolicy(
     max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-# One partition per run for every stage: each stage already uses every core of its machine, and
-# per-partition runs keep metadata, checks and retries per partition.
-ONE_PARTITION_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+# Backfills: no BackfillPolicy is set, so Dagster launches one run per partition (tagged
+# dagster/partition). Each stage already uses every core of its machine, and per-partition runs keep
+# metadata, checks and retries per partition.
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from asr_distill import lake as layout
 from asr_distill.assets._metadata import md_counts, md_histogram, md_table
-from asr_distill.assets._policies import IO_RETRY, ONE_PARTITION_PER_RUN, permanent_errors_fail_fast
+from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
 from asr_distill.assets.raw_audio import raw_audio
 from asr_distill.partitions import prefix_of, raw_prefix_partitions
 from asr_distill.resources import StorageResource
@@ -25,7 +25,6 @@ class AudioIndexConfig(dg.Config):
 @dg.asset(
     partitions_def=raw_prefix_partitions,
     retry_policy=IO_RETRY,
-    backfill_policy=ONE_PARTITION_PER_RUN,
     deps=[raw_audio],
     group_name="index",
     code_version=INDEX_VERSION,

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from asr_distill import lake as layout
 from asr_distill.assets._metadata import md_counts, md_kept_quarantined_histogram
-from asr_distill.assets._policies import IO_RETRY, ONE_PARTITION_PER_RUN, permanent_errors_fail_fast
+from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
@@ -36,7 +36,6 @@ class CleanedAudioConfig(dg.Config):
 @dg.asset(
     partitions_def=raw_prefix_partitions,
     retry_policy=IO_RETRY,
-    backfill_policy=ONE_PARTITION_PER_RUN,
     deps=[audio_index],
     group_name="clean",
     kinds={"parquet"},

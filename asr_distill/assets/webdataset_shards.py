@@ -8,7 +8,7 @@ from pydantic import Field
 
 from asr_distill import lake as layout
 from asr_distill.assets._metadata import md_counts, md_table
-from asr_distill.assets._policies import IO_RETRY, ONE_PARTITION_PER_RUN, permanent_errors_fail_fast
+from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
@@ -44,7 +44,6 @@ def _config(overrides: dict[str, Any]) -> ShardConfig:
 @dg.asset(
     partitions_def=raw_prefix_partitions,
     retry_policy=IO_RETRY,
-    backfill_policy=ONE_PARTITION_PER_RUN,
     deps=[cleaned_audio],
     group_name="shards",
     kinds={"webdataset", "parquet"},
