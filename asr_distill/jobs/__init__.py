@@ -1,5 +1,7 @@
 """Jobs users run from the UI or ``dagster job execute``."""
 
+from typing import Any
+
 import dagster as dg
 
 from asr_distill.assets.audio_index import audio_index
@@ -16,7 +18,9 @@ def register_raw_prefixes(context: dg.OpExecutionContext, raw: StorageResource) 
     valid = [p for p in found if is_valid_partition_name(p)]
     invalid = sorted(set(found) - set(valid))
     for name in invalid:
-        context.log.warning(f"prefix {name!r} cannot be a partition name (hidden, or has , [ ] or control chars)")
+        context.log.warning(
+            f"prefix {name!r} cannot be a partition name (hidden, or has , [ ] or control chars)"
+        )
     known = set(context.instance.get_dynamic_partitions(raw_prefix_partitions.name))
     new = [p for p in valid if p not in known]
     if new:
@@ -41,32 +45,31 @@ def discover_partitions() -> None:
     register_raw_prefixes()
 
 
-distill_job = dg.define_asset_job(
+def _asset_job(name: str, description: str, *assets: dg.AssetsDefinition) -> Any:
+    # No executor here: jobs inherit the code location's (ASR_DISTILL_EXECUTOR, in-process by default).
+    return dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets), description=description)
+
+
+distill_job = _asset_job(
     "distill_job",
-    selection=dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards),
-    executor_def=dg.in_process_executor,
-    description="The whole lineage for one partition (a raw prefix).",
+    "The whole lineage for one partition (a raw prefix).",
+    audio_index,
+    cleaned_audio,
+    webdataset_shards,
+)
+index_job = _asset_job("index_job", "Only the Parquet index of a partition.", audio_index)
+clean_job = _asset_job(
+    "clean_job", "Only the clean stage of a partition (its index must exist).", cleaned_audio
+)
+shards_job = _asset_job(
+    "shards_job", "Only the WebDataset shards of a partition (its clean stage must exist).", webdataset_shards
 )
 
-index_job = dg.define_asset_job(
-    "index_job",
-    selection=dg.AssetSelection.assets(audio_index),
-    executor_def=dg.in_process_executor,
-    description="Only the Parquet index of a partition.",
-)
-
-clean_job = dg.define_asset_job(
+__all__ = [
     "clean_job",
-    selection=dg.AssetSelection.assets(cleaned_audio),
-    executor_def=dg.in_process_executor,
-    description="Only the clean stage of a partition (its index must exist).",
-)
-
-shards_job = dg.define_asset_job(
     "shards_job",
-    selection=dg.AssetSelection.assets(webdataset_shards),
-    executor_def=dg.in_process_executor,
-    description="Only the WebDataset shards of a partition (its clean stage must exist).",
-)
-
-__all__ = ["clean_job", "shards_job", "discover_partitions", "distill_job", "index_job", "register_raw_prefixes"]
+    "discover_partitions",
+    "distill_job",
+    "index_job",
+    "register_raw_prefixes",
+]
