@@ -35,6 +35,16 @@ def _where(_: argparse.Namespace) -> int:
             print(f"      {lake.url(obj.key)}")
         if len(objects) > 8:
             print(f"      ... and {len(objects) - 8} more")
+    from asr_distill.stages.manifests import manifest_layout, read_latest
+
+    latest = read_latest(lake) if tops else None
+    if latest is not None:
+        layout = manifest_layout(latest["version"])
+        print()
+        print(f"latest training manifest ({latest['version']}):")
+        print(f"  parquet : {lake.url(layout.manifest_key)}")
+        print(f"  nemo    : {lake.url(layout.prefix)}nemo/<split>/tarred_audio_manifest.jsonl (+ tarred_audio_filepaths.txt)")
+        print(f"  lhotse  : {lake.url(layout.prefix)}lhotse/<split>/cuts.jsonl.gz")
     return 0
 
 

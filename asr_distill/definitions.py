@@ -4,8 +4,16 @@ import dagster as dg
 
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.config import executor_name, lake_uri, raw_uri
-from asr_distill.jobs import clean_job, discover_partitions, distill_job, index_job, shards_job
-from asr_distill.resources import make_storage_resource
+from asr_distill.jobs import (
+    clean_job,
+    discover_partitions,
+    distill_job,
+    index_job,
+    labels_job,
+    manifests_job,
+    shards_job,
+)
+from asr_distill.resources import make_ray_resource, make_storage_resource, make_teacher_resource
 from asr_distill.sensors import ALL_SENSORS
 
 
@@ -29,11 +37,13 @@ def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Def
         executor=_executor(executor_name()),
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[discover_partitions, distill_job, index_job, clean_job, shards_job],
+        jobs=[discover_partitions, distill_job, index_job, clean_job, shards_job, labels_job, manifests_job],
         sensors=ALL_SENSORS,
         resources={
             "raw": make_storage_resource(raw or raw_uri()),
             "lake": make_storage_resource(lake or lake_uri()),
+            "ray_cluster": make_ray_resource(),
+            "teacher": make_teacher_resource(),
         },
     )
 

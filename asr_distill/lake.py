@@ -7,7 +7,9 @@ to the Parquet objects that hold it for a partition through :func:`table_keys`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 from asr_distill.storage import Storage, join_key
 
@@ -73,3 +75,59 @@ register_table("quarantine", _single_file(CLEANED, "quarantine.parquet"))
 SHARDS = "webdataset_shards"  # == asr_distill.stages.shards.layout.DEFAULT_ROOT
 register_table("shard_index", _single_file(SHARDS, "index.parquet"))
 register_table("shards", _single_file(SHARDS, "shards.parquet"))
+
+
+# -- teacher pseudo-labels ------------------------------------------------------------------
+# teacher_labels/<partition>/<version>/<bucket>/shard-000000.parquet   one labels table per shard
+# teacher_labels/<partition>/<version>/_SUMMARY.json                   written when every shard is done
+# teacher_labels/<partition>/current.json                              the version to read (last complete)
+# <version> = labels_version(teacher fingerprint): a new teacher never overwrites older labels.
+LABELS = "teacher_labels"
+
+
+def labels_prefix(partition: str, version: str) -> str:
+    return join_key(LABELS, partition, version) + "/"
+
+
+def labels_key(partition: str, version: str, shard_key: str) -> str:
+    """Labels Parquet of one shard: the shard's path below its partition, ``.tar`` -> ``.parquet``."""
+    shards_prefix = join_key(SHARDS, partition) + "/"
+    if not shard_key.startswith(shards_prefix) or not shard_key.endswith(".tar"):
+        raise ValueError(f"{shard_key!r} is not a shard of partition {partition!r}")
+    rel = shard_key[len(shards_prefix) : -len(".tar")]
+    return join_key(LABELS, partition, version, rel + ".parquet")
+
+
+def labels_summary_key(partition: str, version: str) -> str:
+    return join_key(LABELS, partition, version, "_SUMMARY.json")
+
+
+def labels_current_key(partition: str) -> str:
+    return join_key(LABELS, partition, "current.json")
+
+
+def read_current_labels(lake: Storage, partition: str) -> dict[str, Any] | None:
+    """The partition's ``current.json`` (``version``, ``fingerprint``, ``teacher``, ``shards``...) or None."""
+    key = labels_current_key(partition)
+    if not lake.exists(key):
+        return None
+    return json.loads(lake.read_bytes(key))
+
+
+def current_labels_keys(lake: Storage, partition: str) -> list[str]:
+    """Labels Parquet keys of the partition's current version (empty when it has none)."""
+    cur = read_current_labels(lake, partition)
+    if cur is None:
+        return []
+    prefix = labels_prefix(partition, cur["version"])
+    return sorted(o.key for o in lake.iter_objects(prefix) if o.key.endswith(".parquet"))
+
+
+def _labels_resolver(lake: Storage, partition: str | None) -> list[str]:
+    if partition is not None:
+        return current_labels_keys(lake, partition)
+    parts = [p.rstrip("/").rsplit("/", 1)[-1] for p in lake.list_prefixes(LABELS + "/")]
+    return [k for p in sorted(parts) for k in current_labels_keys(lake, p)]
+
+
+register_table("labels", _labels_resolver)

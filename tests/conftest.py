@@ -44,3 +44,76 @@ def instance(tmp_path: Path):
 
 def register_partitions(instance: dg.DagsterInstance, names: list[str]) -> None:
     instance.add_dynamic_partitions(raw_prefix_partitions.name, names)
+
+
+def stage_resources(raw_uri: str | None, lake_uri: str, **teacher: object) -> dict:
+    """Resources of every asset: storage, a private local Ray cluster (2 CPUs) and the CPU teacher.
+
+    Ray and the teacher are only initialised when a selected asset needs them.
+    """
+    from asr_distill.resources import PrivateLocalRay, StorageResource, TeacherResource
+
+    res: dict = {
+        "lake": StorageResource(uri=lake_uri),
+        "ray_cluster": PrivateLocalRay(num_cpus=2),
+        "teacher": TeacherResource(**{"num_actors": 2, **teacher}),
+    }
+    if raw_uri is not None:
+        res["raw"] = StorageResource(uri=raw_uri)
+    return res
+
+
+def kill_processes_of(temp_dir: str) -> None:
+    """SIGKILL the processes of a Ray session started under ``temp_dir`` (found by command line)."""
+    import contextlib
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head started with ``ray start`` in its own processes (what a remote cluster is).
+
+    Yields its GCS address (``127.0.0.1:<port>``); runs connect to it by address and leave it running.
+    Stopped by killing its own processes (``ray stop`` would stop every cluster on the machine).
+    """
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray-hd-", dir="/tmp")
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "120000"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        ray_bin,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+    ]
+    try:
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=240)
+        yield f"127.0.0.1:{port}"
+    finally:
+        kill_processes_of(temp)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -12,13 +12,12 @@ from asr_distill.assets.audio_index import audio_index, audio_index_schema
 from asr_distill.definitions import build_definitions
 from asr_distill.jobs import discover_partitions
 from asr_distill.partitions import raw_prefix_partitions
-from asr_distill.resources import StorageResource
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions
+from tests.conftest import register_partitions, stage_resources
 
 
 def _resources(raw: LocalStorage, lake: LocalStorage) -> dict:
-    return {"raw": StorageResource(uri=raw.uri), "lake": StorageResource(uri=lake.uri)}
+    return stage_resources(raw.uri, lake.uri)
 
 
 def test_discover_partitions_registers_every_prefix_once(demo_corpus, lake, instance):

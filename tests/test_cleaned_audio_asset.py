@@ -9,9 +9,8 @@ from asr_distill import lake as layout
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
-from asr_distill.resources import StorageResource
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions
+from tests.conftest import register_partitions, stage_resources
 
 # What each broken kind of the demo corpus must be quarantined for (at least).
 EXPECTED_REASON = {
@@ -34,7 +33,7 @@ def _run(instance, raw: LocalStorage, lake: LocalStorage, partition: str, **kw) 
         selection=dg.AssetSelection.assets(audio_index, cleaned_audio),
         partition_key=partition,
         instance=instance,
-        resources={"raw": StorageResource(uri=raw.uri), "lake": StorageResource(uri=lake.uri)},
+        resources=stage_resources(raw.uri, lake.uri),
         **kw,
     )
 

@@ -3,7 +3,6 @@ local cluster (2 CPUs): several shards on 2 actors, skipping, failures, and an a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -39,6 +38,7 @@ from asr_distill.stages.labels.testing import SENTENCES, ShardSample, espeak, wr
 from asr_distill.storage import LocalStorage
 from asr_distill.teachers import FasterWhisperConfig, TeacherLoadError
 from asr_distill.teachers.base import Teacher, TeacherResult
+from tests.conftest import kill_processes_of
 
 SR = 16_000
 
@@ -191,28 +191,14 @@ def ray_cluster():
             break
         except Exception:
             ray.shutdown()
-            _kill_processes_of(temps[-1])  # a half-started cluster leaves its processes behind
+            kill_processes_of(temps[-1])  # a half-started cluster leaves its processes behind
             if attempt:
                 raise
     yield ray
     ray.shutdown()
     for temp in temps:
-        _kill_processes_of(temp)
+        kill_processes_of(temp)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def _kill_processes_of(temp_dir: str) -> None:
-    """SIGKILL the processes of the Ray session this test started under ``temp_dir`` (by PID)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(proc.name), signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ import dagster as dg
 
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS, audio_index
 from asr_distill.assets._policies import IO_RETRY
-from asr_distill.resources import StorageResource
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions
+from tests.conftest import register_partitions, stage_resources
 
 
 def test_stage_assets_retry_and_checks_do_not():
@@ -27,7 +26,7 @@ def test_permanent_storage_error_fails_without_retry(tmp_path, instance):
     result = dg.materialize(
         ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
         raise_on_error=False,
-        resources={"raw": StorageResource(uri=str(tmp_path / "missing")), "lake": StorageResource(uri=str(tmp_path / "l"))},
+        resources=stage_resources(str(tmp_path / "missing"), str(tmp_path / "l")),
     )
     assert not result.success
     types = [e.event_type_value for e in result.all_events]
@@ -52,7 +51,7 @@ def test_transient_error_is_retried(tmp_path, instance, monkeypatch):
     monkeypatch.setattr(LocalStorage, "iter_objects", flaky)
     result = dg.materialize(
         ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
-        resources={"raw": StorageResource(uri=raw.uri), "lake": StorageResource(uri=str(tmp_path / "l"))},
+        resources=stage_resources(raw.uri, str(tmp_path / "l")),
     )
     assert result.success  # after one retry (IO_RETRY: ~10 s delay with jitter)
     types = [e.event_type_value for e in result.all_events]

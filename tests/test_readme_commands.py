@@ -42,6 +42,22 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         assert str(index) in out
         assert pq.read_metadata(index).num_rows > 0
     assert out.count("RUN_SUCCESS") == len(partitions)
+    # Every partition got its teacher labels (blocking checks, WER < 0.35 on references included, passed:
+    # the runs succeeded), one labels file per shard.
+    for p in partitions:
+        current = json.loads((lake / "teacher_labels" / p / "current.json").read_text())
+        shards = pq.read_table(lake / "webdataset_shards" / p / "shards.parquet").column("shard_key").to_pylist()
+        assert sorted(current["shards"]) == sorted(shards)
+        assert all((lake / key).exists() for key in current["labels"])
+    # ... and the manifest of the last run covers every partition, in all three formats.
+    latest = json.loads((lake / "training_manifests" / "latest.json").read_text())
+    version_dir = lake / "training_manifests" / latest["version"]
+    manifest = pq.read_table(version_dir / "manifest.parquet")
+    assert manifest.num_rows > 0 and set(manifest.column("partition").to_pylist()) <= set(partitions)
+    assert (version_dir / "_MANIFEST.json").exists()
+    assert (version_dir / "nemo" / "train" / "tarred_audio_manifest.jsonl").exists()
+    assert (version_dir / "lhotse" / "train" / "cuts.jsonl.gz").exists()
+    assert f"parquet : {version_dir / 'manifest.parquet'}" in out
     assert (clone / ".dagster_home" / "dagster.yaml").exists()
 
     # The CLI lines of the README work in that checkout, against the instance make demo set up.
@@ -83,7 +99,7 @@ def _check_dagster_dev_shows_assets(clone: Path, env: dict[str, str]) -> None:
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
         keys: set[str] = set()
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and "webdataset_shards" not in keys:
+        while time.monotonic() < deadline and "training_manifests" not in keys:
             try:
                 req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
                                              headers={"Content-Type": "application/json"})
@@ -92,7 +108,8 @@ def _check_dagster_dev_shows_assets(clone: Path, env: dict[str, str]) -> None:
                 keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             except (OSError, KeyError, ValueError):
                 time.sleep(2)
-        assert {"raw_audio", "audio_index", "cleaned_audio", "webdataset_shards"} <= keys, keys
+        assert {"raw_audio", "audio_index", "cleaned_audio", "webdataset_shards", "teacher_labels",
+                "training_manifests"} <= keys, keys
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -28,6 +28,7 @@ from asr_distill.stages.discovery import (
     settings_from_env,
 )
 from asr_distill.storage import LocalStorage
+from tests.conftest import stage_resources
 
 MARKER = "_SUCCESS"
 
@@ -57,7 +58,7 @@ def _definitions_with(sensor: dg.SensorDefinition, store: LocalStorage) -> dg.De
         asset_checks=ALL_CHECKS,
         jobs=[distill_job],
         sensors=[sensor],
-        resources={"raw": StorageResource(uri=store.uri), "lake": StorageResource(uri=store.uri + "-lake")},
+        resources=stage_resources(store.uri, store.uri + "-lake"),
     )
 
 

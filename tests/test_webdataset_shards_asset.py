@@ -15,11 +15,10 @@ from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.assets.webdataset_shards import webdataset_shards
-from asr_distill.resources import StorageResource
 from asr_distill.stages.shards import ShardConfig
 from asr_distill.stages.shards.layout import shard_layout
 from asr_distill.stages.shards.verify import check_tars, load_outputs
-from tests.conftest import register_partitions
+from tests.conftest import register_partitions, stage_resources
 
 
 def _run(instance, raw, lake, partition, selection, **kw):
@@ -28,7 +27,7 @@ def _run(instance, raw, lake, partition, selection, **kw):
         selection=selection,
         partition_key=partition,
         instance=instance,
-        resources={"raw": StorageResource(uri=raw.uri), "lake": StorageResource(uri=lake.uri)},
+        resources=stage_resources(raw.uri, lake.uri),
         **kw,
     )
 

@@ -49,3 +49,15 @@ def md_kept_quarantined_histogram(
         bar = "█" * (round(20 * k / peak) if peak else 0) + "░" * (round(20 * q / peak) if peak else 0)
         rows.append((label, k, q, bar))
     return md_table(["bin", "kept", "quarantined", "█ kept ░ quarantined"], rows)
+
+
+def check_result(
+    name: str, problems: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None
+) -> dg.AssetCheckResult:
+    """A check result that passes when ``problems`` is empty; shows the count and the first 10 problems."""
+    meta: dict[str, Any] = {**(metadata or {}), "problems": len(problems)}
+    if problems:
+        sample = problems[:10]
+        cols = list(dict.fromkeys(k for p in sample for k in p))
+        meta["sample"] = md_table(cols, [[p.get(c, "") for c in cols] for p in sample])
+    return dg.AssetCheckResult(check_name=name, passed=not problems, metadata=meta)

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from asr_distill import lake as layout
-from asr_distill.assets._metadata import md_counts, md_table
+from asr_distill.assets._metadata import check_result, md_counts, md_table
 from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.partitions import raw_prefix_partitions
@@ -108,15 +108,6 @@ def webdataset_shards(
     )
 
 
-def _result(name: str, problems: list[dict[str, Any]], checked: int) -> dg.AssetCheckResult:
-    meta: dict[str, Any] = {"checked": checked, "problems": len(problems)}
-    if problems:
-        sample = problems[:10]
-        cols = sorted({k for p in sample for k in p})
-        meta["sample"] = md_table(cols, [[p.get(c, "") for c in cols] for p in sample])
-    return dg.AssetCheckResult(check_name=name, passed=not problems, metadata=meta)
-
-
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(
@@ -161,13 +152,15 @@ def webdataset_shards_checks(context: dg.AssetCheckExecutionContext, lake: Stora
     cfg = ShardConfig.from_dict(json.loads(meta[META_CONFIG])) if META_CONFIG in meta else ShardConfig()
     if "shards_cover_kept_rows" in selected:
         kept = read_table(store, layout.cleaned_kept_key(partition)).column("key").to_pylist()
-        yield _result("shards_cover_kept_rows", check_coverage(kept, index), len(kept))
+        yield check_result("shards_cover_kept_rows", check_coverage(kept, index), {"checked": len(kept)})
     if "shards_tars_open" in selected:
-        yield _result("shards_tars_open", check_tars(store, shards, index, cfg), shards.num_rows)
+        yield check_result(
+            "shards_tars_open", check_tars(store, shards, index, cfg), {"checked": shards.num_rows}
+        )
     if "shards_buckets" in selected:
-        yield _result("shards_buckets", check_buckets(index, cfg), index.num_rows)
+        yield check_result("shards_buckets", check_buckets(index, cfg), {"checked": index.num_rows})
     if "shards_sizes" in selected:
         problems = check_shard_sizes(shards, cfg) + check_wids(
             store, shard_layout(partition, layout.SHARDS), shards
         )
-        yield _result("shards_sizes", problems, shards.num_rows)
+        yield check_result("shards_sizes", problems, {"checked": shards.num_rows})

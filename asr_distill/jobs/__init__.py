@@ -6,6 +6,8 @@ import dagster as dg
 
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
+from asr_distill.assets.teacher_labels import teacher_labels
+from asr_distill.assets.training_manifests import training_manifests
 from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.partitions import is_valid_partition_name, raw_prefix_partitions
 from asr_distill.resources import StorageResource
@@ -56,6 +58,8 @@ distill_job = _asset_job(
     audio_index,
     cleaned_audio,
     webdataset_shards,
+    teacher_labels,
+    training_manifests,
 )
 index_job = _asset_job("index_job", "Only the Parquet index of a partition.", audio_index)
 clean_job = _asset_job(
@@ -64,6 +68,16 @@ clean_job = _asset_job(
 shards_job = _asset_job(
     "shards_job", "Only the WebDataset shards of a partition (its clean stage must exist).", webdataset_shards
 )
+labels_job = _asset_job(
+    "labels_job",
+    "Only the teacher pseudo-labels of a partition (its shards must exist); uses the `gpu` pool.",
+    teacher_labels,
+)
+manifests_job = _asset_job(
+    "manifests_job",
+    "Only the training manifests, over every partition with current labels (not partitioned).",
+    training_manifests,
+)
 
 __all__ = [
     "clean_job",
@@ -71,5 +85,7 @@ __all__ = [
     "discover_partitions",
     "distill_job",
     "index_job",
+    "labels_job",
+    "manifests_job",
     "register_raw_prefixes",
 ]

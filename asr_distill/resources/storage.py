@@ -64,7 +64,11 @@ class StorageResource(dg.ConfigurableResource):
             "access_key_secret": self.access_key_secret,
             # The STS token from the environment belongs to the environment's key pair only.
             "security_token": self.security_token
-            or (os.environ.get(ENV_SECURITY_TOKEN) if self.access_key_id == os.environ.get(ENV_ACCESS_KEY_ID) else None)
+            or (
+                os.environ.get(ENV_SECURITY_TOKEN)
+                if self.access_key_id == os.environ.get(ENV_ACCESS_KEY_ID)
+                else None
+            )
             or None,
             "signature_version": self.signature_version,
             "multipart_threshold": self.multipart_threshold_mb * (1 << 20),

@@ -1,0 +1,187 @@
+"""Ray clusters as dagster-ray resources: a private local cluster (default), a remote one, KubeRay.
+
+``ASR_DISTILL_RAY`` picks one when the code location loads:
+
+* unset / ``local``: :class:`PrivateLocalRay`, a new single-machine cluster for each step that needs
+  Ray, with its own temp dir and usage stats off. ``ray.init(address="local")`` never attaches to a
+  cluster that happens to run on the machine (``RAY_ADDRESS`` and ``/tmp/ray`` are ignored);
+* ``ray://head:10001`` (Ray Client) or ``auto`` / ``host:6379`` (from a node of the cluster):
+  :class:`RemoteRay`, an existing cluster reached by address;
+* ``kuberay``: dagster-ray's :class:`~dagster_ray.kuberay.KubeRayCluster`, which creates a RayCluster
+  custom resource per step (image from ``ASR_DISTILL_KUBERAY_IMAGE``, the cluster spec from the YAML
+  file named by ``ASR_DISTILL_KUBERAY_CLUSTER``; see ``deploy/kuberay-cluster.yaml``). It needs a
+  Kubernetes API with the KubeRay operator: nothing here runs one, so it is only built, never started,
+  by the test suite.
+
+The assets only ask for a :class:`dagster_ray.RayResource`, so the same code runs on all three.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import dagster as dg
+from dagster_ray import Lifecycle, LocalRay, RayResource
+from pydantic import Field, PrivateAttr
+
+RAY_ENV = "ASR_DISTILL_RAY"
+RAY_CPUS_ENV = "ASR_DISTILL_RAY_NUM_CPUS"
+KUBERAY_IMAGE_ENV = "ASR_DISTILL_KUBERAY_IMAGE"
+KUBERAY_CLUSTER_ENV = "ASR_DISTILL_KUBERAY_CLUSTER"
+
+# Ray's raylet waits 15 s for its dashboard agent by default: too short on a loaded laptop or CI box.
+_LOCAL_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "120000"}
+
+
+def _lazy() -> Lifecycle:
+    return Lifecycle(connect=False)
+
+
+def ensure_connected(resource: RayResource, context: Any) -> None:
+    """Connect (``ray.init``) now if the resource was initialised without connecting.
+
+    The resources here default to ``Lifecycle(connect=False)``: a run initialises them at its start,
+    but only the step that needs Ray connects, and a labelling step with nothing to do never starts a
+    local cluster. Cluster creation (KubeRay) still happens at run start, while the CPU stages run.
+    """
+    if not resource.connected:
+        resource.connect(context)
+        context.log.info(f"connected to {resource.display_name}")
+
+
+class PrivateLocalRay(LocalRay):
+    """A private local Ray cluster started for the step and shut down after it.
+
+    ``ray.init(address="local")`` with a fresh temp dir: never someone else's head, never a stale
+    session left in ``/tmp/ray``. ``num_cpus`` / ``num_gpus`` cap what the cluster advertises (default:
+    what the machine has).
+    """
+
+    lifecycle: Lifecycle = Field(default_factory=_lazy, description="connect=False: the step connects")
+
+    num_cpus: int | None = Field(default=None, description="CPUs the local cluster offers (default: all)")
+    num_gpus: int | None = Field(
+        default=None, description="GPUs the local cluster offers (default: detected)"
+    )
+    include_dashboard: bool = Field(default=False, description="Start Ray's dashboard (port 8265)")
+
+    _temp_dir: str | None = PrivateAttr(default=None)
+
+    @property
+    def ray_address(self) -> str:  # type: ignore[override]
+        return "local"
+
+    @property
+    def name(self) -> str:
+        return "private local Ray"
+
+    def connect(self, context: Any) -> Any:
+        import ray
+
+        for key, value in _LOCAL_ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        if ray.is_initialized():  # a previous step of this process left it up: start clean
+            ray.shutdown()
+        # Short path: Ray's Unix socket paths must fit in 107 bytes.
+        self._temp_dir = tempfile.mkdtemp(prefix="ray-ad-", dir="/tmp")
+        options: dict[str, Any] = {
+            "address": "local",
+            "_temp_dir": self._temp_dir,
+            "include_dashboard": self.include_dashboard,
+            "log_to_driver": False,
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            **self.ray_init_options,
+        }
+        runtime_env = dict(options.pop("runtime_env", None) or {})
+        env_vars = {**dict(runtime_env.get("env_vars") or {}), **self.get_env_vars_to_inject()}
+        if env_vars:
+            runtime_env["env_vars"] = env_vars
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        self._context = ray.init(**options)
+        return self._context
+
+    def cleanup(self, context: Any, exception: BaseException | None) -> None:
+        import ray
+
+        try:
+            if self._context is not None and ray.is_initialized():  # only the cluster this step started
+                ray.shutdown()
+        finally:
+            self._context = None
+            if self._temp_dir:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                self._temp_dir = None
+
+
+class RemoteRay(RayResource):
+    """An existing Ray cluster reached by address; nothing is created or deleted.
+
+    ``address``: ``ray://head:10001`` (Ray Client, from outside the cluster) or ``auto`` /
+    ``head:6379`` (from a node of the cluster). The cluster's workers need this project installed
+    (same version) and, for an OSS lake, their own ``OSS_*`` variables or RAM role: shards are read
+    by the teacher actors themselves, and credentials are never shipped through Ray.
+    """
+
+    address: str = Field(description="ray://host:10001, auto, or host:port")
+    lifecycle: Lifecycle = Field(default_factory=_lazy, description="connect=False: the step connects")
+
+    @property
+    def host(self) -> str:
+        rest = self.address.split("://", 1)[-1]
+        return rest.rsplit(":", 1)[0] if ":" in rest else rest
+
+    @property
+    def ray_address(self) -> str:
+        return self.address
+
+    @property
+    def name(self) -> str:
+        return f"Ray cluster at {self.address}"
+
+    @property
+    def created(self) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+
+def _kuberay_resource() -> RayResource:
+    from dagster_ray.kuberay import KubeRayCluster
+    from dagster_ray.kuberay.configs import RayClusterConfig
+
+    spec_path = os.environ.get(KUBERAY_CLUSTER_ENV)
+    kwargs: dict[str, Any] = {}
+    if spec_path:
+        import yaml
+
+        with open(spec_path, encoding="utf-8") as fh:
+            kwargs["ray_cluster"] = RayClusterConfig(**(yaml.safe_load(fh) or {}))
+    image = os.environ.get(KUBERAY_IMAGE_ENV)
+    if image:
+        kwargs["image"] = image
+    return KubeRayCluster(lifecycle=_lazy(), **kwargs)
+
+
+def make_ray_resource(spec: str | None = None) -> RayResource:
+    """The Ray resource for ``spec`` (default ``$ASR_DISTILL_RAY``): see the module docstring."""
+    value = (spec if spec is not None else os.environ.get(RAY_ENV, "")).strip()
+    if value in ("", "local"):
+        cpus = os.environ.get(RAY_CPUS_ENV)
+        return PrivateLocalRay(num_cpus=int(cpus) if cpus else None)
+    if value == "kuberay":
+        return _kuberay_resource()
+    if value == "auto" or "://" in value or ":" in value:
+        return RemoteRay(address=value)
+    raise dg.DagsterInvalidDefinitionError(
+        f"{RAY_ENV} must be 'local', 'kuberay', 'auto' or a cluster address (ray://host:10001), not {value!r}"
+    )
+
+
+__all__ = ["RAY_ENV", "PrivateLocalRay", "RemoteRay", "ensure_connected", "make_ray_resource"]

@@ -1,0 +1,107 @@
+"""The teacher as a Dagster resource: which model labels the shards, and the actor pool that runs it.
+
+Defaults come from the environment when the code location loads (all optional):
+
+``ASR_DISTILL_TEACHER``          ``faster_whisper`` (default: CPU tiny.en, bundled) or ``vllm``
+``ASR_DISTILL_TEACHER_OPTIONS``  JSON object of backend options, e.g.
+                                 ``{"model": "openai/whisper-large-v3", "language": "en"}`` (vllm) or
+                                 ``{"model_path": "/models/large-v3-ct2", "device": "cuda",
+                                 "compute_type": "float16"}`` (faster_whisper)
+``ASR_DISTILL_TEACHER_ACTORS``   number of teacher actors (default: one per CPU; vllm: 1)
+``ASR_DISTILL_TEACHER_CPUS``     CPUs per actor (default 1)
+``ASR_DISTILL_TEACHER_GPUS``     GPUs per actor, fractional allowed (default 0; vllm default 1)
+
+Everything can also be set per run in the launchpad (resource config). The model itself is loaded
+inside the Ray actors, never in the Dagster process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from asr_distill.stages.labels import PoolConfig
+from asr_distill.teachers import TEACHER_BACKENDS, TeacherConfig, teacher_config
+
+TEACHER_ENV = "ASR_DISTILL_TEACHER"
+TEACHER_OPTIONS_ENV = "ASR_DISTILL_TEACHER_OPTIONS"
+TEACHER_ACTORS_ENV = "ASR_DISTILL_TEACHER_ACTORS"
+TEACHER_CPUS_ENV = "ASR_DISTILL_TEACHER_CPUS"
+TEACHER_GPUS_ENV = "ASR_DISTILL_TEACHER_GPUS"
+
+
+class TeacherResource(dg.ConfigurableResource):
+    """Teacher backend + options, and the size of the Ray actor pool that runs it."""
+
+    backend: str = Field(default="faster_whisper", description="faster_whisper | vllm")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Backend options (FasterWhisperConfig / VllmConfig fields)"
+    )
+    num_actors: int = Field(default=1, description="Teacher actors (model instances)")
+    num_cpus: float = Field(default=1.0, description="CPUs per actor")
+    num_gpus: float = Field(default=0.0, description="GPUs per actor; 0.5 puts two model instances on a GPU")
+    batch_size: int = Field(default=8, description="Clips per teacher call (vLLM: 64 or more)")
+    max_in_flight_per_actor: int = Field(default=2, description="Shards queued per actor")
+    shard_attempts: int = Field(default=3, description="Tries per shard, all causes together")
+    shard_timeout_s: float | None = Field(
+        default=None, description="Restart an actor stuck this long on one shard"
+    )
+    start_timeout_s: float = Field(default=900.0, description="Model load timeout per actor")
+
+    def teacher_config(self) -> TeacherConfig:
+        """The picklable config the actors build their teacher from (validated here, in the driver)."""
+        try:
+            return teacher_config(self.backend, **self.options)
+        except TypeError as exc:
+            raise dg.DagsterInvalidConfigError(
+                f"invalid options for teacher backend {self.backend!r}: {exc}", [], None
+            ) from None
+
+    def pool_config(self) -> PoolConfig:
+        return PoolConfig(
+            num_actors=self.num_actors,
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            batch_size=self.batch_size,
+            max_in_flight_per_actor=self.max_in_flight_per_actor,
+            shard_attempts=self.shard_attempts,
+            shard_timeout_s=self.shard_timeout_s,
+            start_timeout_s=self.start_timeout_s,
+        )
+
+
+def make_teacher_resource() -> TeacherResource:
+    """The default teacher from the ``ASR_DISTILL_TEACHER*`` variables (see the module docstring)."""
+    env = os.environ
+    backend = (env.get(TEACHER_ENV) or "faster_whisper").strip()
+    if backend not in TEACHER_BACKENDS:
+        raise dg.DagsterInvalidDefinitionError(
+            f"{TEACHER_ENV}={backend!r}: known teacher backends are {', '.join(TEACHER_BACKENDS)}"
+        )
+    raw_options = env.get(TEACHER_OPTIONS_ENV) or "{}"
+    try:
+        options = json.loads(raw_options)
+    except json.JSONDecodeError as exc:
+        raise dg.DagsterInvalidDefinitionError(f"{TEACHER_OPTIONS_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise dg.DagsterInvalidDefinitionError(f"{TEACHER_OPTIONS_ENV} must be a JSON object")
+    gpu_default = 1.0 if backend == "vllm" else 0.0
+    actors_default = 1 if backend == "vllm" else max(1, os.cpu_count() or 1)
+    try:
+        return TeacherResource(
+            backend=backend,
+            options=options,
+            num_actors=int(env.get(TEACHER_ACTORS_ENV) or actors_default),
+            num_cpus=float(env.get(TEACHER_CPUS_ENV) or 1.0),
+            num_gpus=float(env.get(TEACHER_GPUS_ENV) or gpu_default),
+            batch_size=64 if backend == "vllm" else 8,
+        )
+    except ValueError as exc:
+        raise dg.DagsterInvalidDefinitionError(f"teacher settings: {exc}") from None
+
+
+__all__ = ["TeacherResource", "make_teacher_resource"]

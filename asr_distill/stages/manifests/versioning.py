@@ -1,0 +1,139 @@
+"""Versioned manifests: ``version = sha256(config fingerprint, inputs)``; a version is written once.
+
+The inputs that name a version, per partition: the labels version and teacher fingerprint from
+``current.json``, the sha256 list of the shards (``shards.parquet``), and the sha256 of ``index.parquet``,
+of the clean stage's ``kept.parquet`` and of every current labels file. A run whose version already has its
+``_MANIFEST.json`` (written last) finds it complete and rewrites nothing; ``latest.json`` then points at it.
+Older versions are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asr_distill.stages.manifests.config import FORMAT_VERSION, ManifestConfig
+from asr_distill.stages.manifests.core import (
+    ManifestInputError,
+    PartitionInputs,
+    build_manifest,
+    labelled_partitions,
+    load_partition,
+    manifest_stats,
+)
+from asr_distill.stages.manifests.formats import write_lhotse, write_nemo, write_parquet, write_text
+from asr_distill.stages.manifests.layout import ROOT, latest_key, manifest_layout
+from asr_distill.storage import Storage
+
+VERSION_CHARS = 16
+
+
+def manifest_version(cfg: ManifestConfig, digests: list[dict[str, Any]]) -> str:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": cfg.fingerprint(),
+        "inputs": sorted(digests, key=lambda d: d["partition"]),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:VERSION_CHARS]
+
+
+@dataclass
+class ManifestSummary:
+    version: str
+    prefix: str
+    reused: bool
+    record: dict[str, Any]
+    elapsed_s: float = 0.0
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.record["stats"]
+
+
+def read_record(lake: Storage, version: str, root: str = ROOT) -> dict[str, Any] | None:
+    key = manifest_layout(version, root).record_key
+    if not lake.exists(key):
+        return None
+    return json.loads(lake.read_bytes(key))
+
+
+def read_latest(lake: Storage, root: str = ROOT) -> dict[str, Any] | None:
+    """``latest.json`` (``version``, ``record``: the key of its ``_MANIFEST.json``) or None."""
+    key = latest_key(root)
+    if not lake.exists(key):
+        return None
+    return json.loads(lake.read_bytes(key))
+
+
+def _point_latest(lake: Storage, version: str, root: str) -> None:
+    layout = manifest_layout(version, root)
+    body = {"version": version, "record": layout.record_key, "prefix": layout.prefix}
+    cur = read_latest(lake, root)
+    if cur is None or {k: cur.get(k) for k in body} != body:
+        lake.write_bytes(latest_key(root), json.dumps(body, sort_keys=True, indent=1).encode())
+
+
+def run_manifests(
+    lake: Storage,
+    config: ManifestConfig | None = None,
+    *,
+    partitions: list[str] | None = None,
+    root: str = ROOT,
+    log: Callable[[str], None] | None = None,
+) -> ManifestSummary:
+    """Build (or find) the manifest version of the current inputs and point ``latest.json`` at it."""
+    cfg = config or ManifestConfig()
+    say = log or (lambda _msg: None)
+    start = time.monotonic()
+    names = sorted(partitions) if partitions else labelled_partitions(lake)
+    if not names:
+        raise ManifestInputError("no partition has teacher labels (teacher_labels/<partition>/current.json)")
+    inputs: list[PartitionInputs] = [load_partition(lake, p) for p in names]
+    version = manifest_version(cfg, [i.digest for i in inputs])
+    layout = manifest_layout(version, root)
+    existing = read_record(lake, version, root)
+    if existing is not None:
+        say(f"manifest version {version} is complete already; nothing rewritten")
+        _point_latest(lake, version, root)
+        return ManifestSummary(
+            version, layout.prefix, True, existing, time.monotonic() - start, existing["files"]
+        )
+
+    build = build_manifest(inputs, cfg)
+    stats = manifest_stats(build)
+    say(f"manifest version {version}: {build.manifest.num_rows} kept, {build.dropped.num_rows} dropped")
+    rows = build.manifest.to_pylist()
+    files = [write_parquet(lake, layout.manifest_key, build.manifest)]
+    files.append(write_parquet(lake, layout.dropped_key, build.dropped))
+    files += write_nemo(lake, layout, rows)
+    files += write_lhotse(lake, layout, rows, cfg)
+    files.append(write_text(lake, layout.stats_key, json.dumps(stats, sort_keys=True, indent=1)))
+    record = {
+        "version": version,
+        "format_version": FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "config_fingerprint": cfg.fingerprint(),
+        "partitions": names,
+        "inputs": [i.digest for i in inputs],
+        "teachers": {
+            i.partition: {
+                "labels_version": i.labels_version,
+                "fingerprint": i.teacher_fingerprint,
+                "teacher": i.current.get("teacher"),
+                "quality": i.current.get("quality"),
+            }
+            for i in inputs
+        },
+        "teacher_fingerprints": sorted({i.teacher_fingerprint for i in inputs if i.teacher_fingerprint}),
+        "counts": [c.to_dict() for c in build.counts],
+        "stats": stats,
+        "files": files,
+    }
+    lake.write_bytes(layout.record_key, json.dumps(record, sort_keys=True, indent=1).encode())
+    _point_latest(lake, version, root)
+    return ManifestSummary(version, layout.prefix, False, record, time.monotonic() - start, files)

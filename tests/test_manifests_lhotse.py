@@ -1,0 +1,58 @@
+"""The Lhotse form read by Lhotse itself (optional: needs lhotse, which needs torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from asr_distill.stages.manifests import ManifestConfig, manifest_layout, run_manifests
+from asr_distill.student import ShardAudioReader, read_split
+from tests.manifests_fixtures import build_labelled_lake, copy_lake
+
+lhotse = pytest.importorskip("lhotse")
+
+
+@pytest.fixture(scope="module")
+def built(demo_corpus, tmp_path_factory):
+    raw, _ = demo_corpus
+    base = build_labelled_lake(raw, tmp_path_factory.getbasetemp() / "manifests_base")
+    lake = copy_lake(base, tmp_path_factory.mktemp("lhotse") / "lake")
+    summary = run_manifests(lake, ManifestConfig(dev_fraction=0.2, test_fraction=0.2))
+    return lake, summary.version
+
+
+def test_lhotse_reads_the_cuts_and_their_audio_with_no_glue(built) -> None:
+    lake, version = built
+    layout = manifest_layout(version)
+    reader = ShardAudioReader(lake)
+    total = 0
+    for split in ("train", "dev", "test"):
+        cuts = lhotse.CutSet.from_jsonl_lazy(lake.local_path(layout.lhotse_cuts_key(split)))
+        rows = {s.sample_key: s for s in read_split(lake, split, version)}
+        ids = []
+        for cut in cuts:
+            ids.append(cut.id)
+            s = rows[cut.id]
+            assert isinstance(cut, lhotse.MonoCut) and cut.sampling_rate == 16000
+            assert cut.supervisions[0].text == s.text and cut.supervisions[0].language == s.language
+            assert abs(cut.duration - s.duration_s) < 1e-9 and cut.num_samples == s.num_samples
+            audio = cut.load_audio()
+            assert audio.shape == (1, s.num_samples)
+            np.testing.assert_allclose(audio[0], reader.read(s), atol=1e-6)
+        assert sorted(ids) == sorted(rows)
+        total += len(ids)
+    assert total == pq.read_table(lake.local_path(layout.manifest_key)).num_rows
+
+
+def test_our_shards_are_not_lhotse_shar(built) -> None:
+    """Why the Lhotse form is cuts JSONL and not Shar: Shar's tar reader cannot parse our shards."""
+    from lhotse.shar.readers.tar import TarIterator
+
+    lake, version = built
+    shard = read_split(lake, "train", version)[0].shard_key
+    path = lake.local_path(shard)
+    assert path.is_file()
+    # Shar expects each .json member to be a Lhotse manifest; ours hold our metadata (bucket, ...).
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        list(TarIterator(path))
