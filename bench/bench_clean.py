@@ -224,6 +224,61 @@ def measure(kind: str, root: Path, workers: int, out: Path) -> dict:
     }
 
 
+# (label, file part, function) whose cumulative time in a cProfile of analyze_clip make up the breakdown
+PROFILE_PARTS = [
+    ("decode (libsndfile read)", "soundfile.py", "_cdata_io"),
+    ("resample (soxr)", "soxr/__init__.py", "resample_chunk"),
+    ("source_sha256 (hashlib.file_digest: read + hash)", "hashlib.py", "file_digest"),
+    ("pcm_sha256 + level/silence metrics (add_mono)", "metrics.py", "add_mono"),
+    ("clipping/peak metrics (add_source)", "metrics.py", "add_source"),
+    ("NaN/Inf check + peak (_sanitize)", "decode.py", "_sanitize"),
+    ("downmix", "decode.py", "_downmix"),
+]
+
+
+def profile_clean(root: Path) -> None:
+    """Where the clean stage's time goes: cProfile of ``analyze_clip`` over the corpus, in this process."""
+    import cProfile
+    import hashlib
+    import io as _io
+    import pstats
+
+    from asr_distill.stages.clean import CleanConfig, analyze_clip
+    from asr_distill.storage import LocalStorage
+
+    store, cfg = LocalStorage(root), CleanConfig()
+    rows = [
+        {"partition": "bench", "key": p.name, "size": 0, "extension": p.suffix[1:]}
+        for p in sorted(root.iterdir())
+        if p.suffix in (".wav", ".flac", ".mp3")
+    ]
+    prof = cProfile.Profile()
+    cpu = time.process_time()
+    prof.enable()
+    for row in rows:
+        analyze_clip(row, store, cfg)
+    prof.disable()
+    cpu = time.process_time() - cpu
+    stats = pstats.Stats(prof, stream=_io.StringIO()).stats  # type: ignore[attr-defined]
+    total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.items())
+    print(
+        f"cProfile of analyze_clip over {len(rows)} files, one process ({cpu:.2f} CPU s incl. the profiler):"
+    )
+    for label, file_part, func in PROFILE_PARTS:
+        cum = sum(
+            ct for (f, _, fn), (_, _, _, ct, _) in stats.items() if fn == func and f.endswith(file_part)
+        )
+        print(f"  {label:<52} {cum:7.3f} s  {100 * cum / total:5.1f}%")
+    sha = sum(
+        tt for (f, _, fn), (_, _, tt, _, _) in stats.items() if "update" in fn and "_hashlib.HASH" in fn
+    )
+    print(f"  {'of which sha256 compression (both hashes)':<52} {sha:7.3f} s  {100 * sha / total:5.1f}%")
+    data = os.urandom(32 << 20)
+    t = time.process_time()
+    hashlib.sha256(data).digest()
+    print(f"  sha256 on this machine: {32 / (time.process_time() - t):.0f} MiB per CPU second")
+
+
 def _run_sub(kind: str, root: Path, workers: int, out: Path) -> dict:
     cmd = [sys.executable, __file__, "--measure", kind, "--root", str(root), "--workers", str(workers)]
     cmd += ["--lake", str(out)]
@@ -237,11 +292,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--root", type=Path, default=REPO / "bench" / "out" / "clean")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved runs per measurement (best is kept)")
+    ap.add_argument(
+        "--profile", action="store_true", help="print where analyze_clip spends its time and exit"
+    )
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.root, args.workers, args.lake)))
+        return
+    if args.profile:
+        root = args.root / f"raw_{args.n}"
+        make_corpus(root, args.n)
+        profile_clean(root)
         return
 
     results: list[dict] = []

@@ -18,10 +18,8 @@ on local disk (median over the repeats of the per-repeat ratio local_time / oss_
   equal apart from the raw object's version columns).
 * Breakdown (skip with ``--no-profile``): listing, GETs of every object (serial: per-request latency;
   then with the index's thread count), sidecar GETs, probe CPU on bytes vs on a path, Parquet upload,
-  requests per index run (server counters), client CPU per serial GET as the backend is and with two
-  experiments patched in for the measurement only (oss2's CRC-64 table built once instead of per
-  response; requests' per-request proxy scan of the environment off), and a cProfile of one serial
-  OSS index run (the probe pool replaced by in-thread calls, so the profile sees the probes). Client
+  requests and TCP connections per index run (server counters), client CPU per serial GET, and a
+  cProfile of one serial OSS index run (the probe pool replaced by in-thread calls, so the profile sees the probes). Client
   CPU excludes the server only with the (default) subprocess server.
 
 Writes ``bench/out/bench_oss_lineage_N<N>.json``. Exits 0 even when the target is missed.
@@ -177,10 +175,14 @@ def run_steps(raw_res: Any, lake_res: Any, instance: Any, keys: list[Any]) -> tu
 
     from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 
-    selection = dg.AssetSelection.assets(*keys).upstream().materializable().without_checks()
+    upstream = dg.AssetSelection.assets(*keys).upstream()
+    needed = upstream.resolve([*ALL_ASSETS, *ALL_CHECKS])
+    # Only the definitions the stages need: later stages' resources (e.g. a Ray cluster) stay out.
+    defs = [a for a in ALL_ASSETS if any(k in needed for k in getattr(a, "keys", ()))]
+    selection = upstream.materializable().without_checks()
     t0 = time.perf_counter()
     result = dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS],
+        defs,
         selection=selection,
         partition_key=PARTITION,
         instance=instance,
@@ -235,45 +237,6 @@ def serial_index() -> Iterator[None]:
         build.ThreadPoolExecutor = saved  # type: ignore[misc]
 
 
-@contextlib.contextmanager
-def cached_crc_tables() -> Iterator[None]:
-    """Experiment: oss2 builds a CRC-64 table in pure Python for every response; reuse one per init value."""
-    import crcmod
-    import oss2.utils
-
-    cls = oss2.utils.Crc64
-    saved = cls.__init__
-    templates: dict[int, Any] = {}
-    combiners: dict[int, Any] = {}
-
-    def init(self: Any, init_crc: int = 0) -> None:
-        if init_crc not in templates:
-            templates[init_crc] = crcmod.Crc(cls._POLY, initCrc=init_crc, rev=True, xorOut=cls._XOROUT)
-            combiners[init_crc] = oss2.utils.mkCombineFun(
-                cls._POLY, initCrc=init_crc, rev=True, xorOut=cls._XOROUT
-            )
-        self.crc64 = templates[init_crc].new()
-        self.crc64_combineFun = combiners[init_crc]
-
-    cls.__init__ = init  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        cls.__init__ = saved  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
-def no_proxy_lookup(store: Any) -> Iterator[None]:
-    """Experiment: requests scans the environment for proxies on every request unless trust_env is off."""
-    session = store._bucket.session.session
-    saved = session.trust_env
-    session.trust_env = False
-    try:
-        yield
-    finally:
-        session.trust_env = saved
-
-
 def client_ms_per_get(store: Any, keys: list[str]) -> float:
     c0 = time.process_time()
     for key in keys:
@@ -302,27 +265,9 @@ def breakdown(server: Server, raw_oss: Any, raw_local: Any, lake_oss: Any, worke
     out["client_cpu_ms_per_get"] = round(1000 * (time.process_time() - c0) / max(1, len(audio)), 3)
     sample = [o.key for o in audio[:100]]
     client_ms_per_get(raw_oss, sample[:20])  # warm
-    both = contextlib.ExitStack
-
-    def crc_and_proxy() -> Any:
-        stack = both()
-        stack.enter_context(cached_crc_tables())
-        stack.enter_context(no_proxy_lookup(raw_oss))
-        return stack
-
-    variants: list[tuple[str, Any]] = [
-        ("as_is", contextlib.nullcontext),
-        ("crc_tables_cached", cached_crc_tables),
-        ("crc_cached_and_no_proxy_scan", crc_and_proxy),
-    ]
-    samples: dict[str, list[float]] = {name: [] for name, _ in variants}
-    for r in range(5):  # rotated, so that load drifts hit every variant alike
-        for name, make in variants[r % 3 :] + variants[: r % 3]:
-            with make():
-                samples[name].append(client_ms_per_get(raw_oss, sample))
-    out["client_cpu_ms_per_serial_get"] = {
-        name: round(statistics.median(v), 3) for name, v in samples.items()
-    }
+    out["client_cpu_ms_per_serial_get"] = round(
+        statistics.median(client_ms_per_get(raw_oss, sample) for _ in range(5)), 3
+    )
     with stopwatch(t, "get_sidecars_serial"):
         for o in sidecars:
             raw_oss.read_bytes(o.key)
@@ -434,6 +379,7 @@ def main() -> int:
         "repeat": args.repeat,
         "mix": args.mix,
         "server": args.server,
+        "loadavg_start": os.getloadavg(),
     }
     try:
         t0 = time.perf_counter()
@@ -590,11 +536,7 @@ def main() -> int:
             print(
                 f"  probe_object on local paths (1 thread)  {s['probe_path_cpu']:7.3f} s  ({b['probe_ms_path']} ms/file)"
             )
-            c = b["client_cpu_ms_per_serial_get"]
-            print(
-                f"  client CPU per serial GET (median of 5): as is {c['as_is']} ms; CRC tables cached "
-                f"{c['crc_tables_cached']} ms; + no proxy scan {c['crc_cached_and_no_proxy_scan']} ms"
-            )
+            print(f"  client CPU per serial GET (median of 5) {b['client_cpu_ms_per_serial_get']:7.3f} ms")
             print(f"  PUT 200 kB (the index upload)           {s['put_200k']:7.3f} s")
             print(
                 f"  build_index on OSS, serial, cProfile    {s['index_serial_profiled']:7.3f} s; requests: "
@@ -615,6 +557,13 @@ def main() -> int:
             print(
                 f"{'PASS' if med >= TARGET else 'FAIL'}: step {step} OSS/local throughput {med:.2f}x (target >= {TARGET}x)"
             )
+        report["loadavg_end"] = os.getloadavg()
+        print(
+            f"load average (1/5/15 min) at start {report['loadavg_start'][0]:.2f}/"
+            f"{report['loadavg_start'][1]:.2f}/{report['loadavg_start'][2]:.2f}, at end "
+            f"{report['loadavg_end'][0]:.2f}/{report['loadavg_end'][1]:.2f}/{report['loadavg_end'][2]:.2f} "
+            f"({os.cpu_count()} CPUs; other work on the machine slows both sides)"
+        )
         out = REPO / "bench" / "out" / f"bench_oss_lineage_N{args.files}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str))

@@ -605,3 +605,49 @@ def test_demo_corpus_broken_clips_get_the_expected_reasons(demo_corpus: Any) -> 
                     assert expected[entry.outcome] <= set(out["reasons"]), (entry.outcome, out["reasons"])
                 checked += 1
     assert checked == len(report.audio())
+
+
+# -- the shared ordered process pool (asr_distill.stages._procpool) ------------------------------
+
+
+class OddError(Exception):
+    """An exception that cannot be unpickled (its __init__ takes two arguments)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"odd {a} {b}")
+
+
+def _pool_task(chunk: list[int], scale: int) -> list[int]:
+    if 13 in chunk:
+        raise OddError(1, 2)
+    if 99 in chunk:
+        os._exit(5)
+    return [x * scale for x in chunk]
+
+
+@pytest.mark.parametrize("executor", ["process", "thread", "inline"])
+def test_ordered_pool_keeps_order_and_survives_a_dying_worker(executor: str) -> None:
+    from asr_distill.stages._procpool import OrderedPool, chunked
+
+    items = [x for x in range(40) if x != 13]
+    if executor == "process":
+        items.insert(17, 99)
+    pool = OrderedPool(_pool_task, (3,), on_crash=lambda x, d: -x, executor=executor, workers=2, name="t")
+    out = [y for chunk in pool.map(chunked(items, 3), in_flight=2) for y in chunk]
+    assert out == [-x if x == 99 else 3 * x for x in items]
+    assert pool.restarts == (2 if executor == "process" else 0) and pool.pool is None
+
+
+def test_ordered_pool_passes_worker_errors_on() -> None:
+    from asr_distill.stages._procpool import OrderedPool, PoolStartError
+
+    pool = OrderedPool(_pool_task, (1,), on_crash=lambda x, d: x, executor="process", workers=1, name="t")
+    with pytest.raises(RuntimeError, match="OddError: odd 1 2"):  # not a broken pool
+        list(pool.map([[1], [13], [2]], in_flight=2))
+    unpicklable = OrderedPool(
+        _pool_task, (lambda: 1,), on_crash=lambda x, d: x, executor="process", workers=1, name="t"
+    )
+    with pytest.raises(PoolStartError, match="pickled"):
+        list(unpicklable.map([[1]], in_flight=1))
+    with pytest.raises(ValueError, match="unknown executor"):
+        OrderedPool(_pool_task, (1,), on_crash=lambda x, d: x, executor="fork")  # type: ignore[arg-type]

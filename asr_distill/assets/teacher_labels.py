@@ -23,7 +23,7 @@ from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
 from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
-from asr_distill.resources.ray import ensure_connected
+from asr_distill.resources.ray import PrivateLocalRay, ensure_connected
 from asr_distill.resources.teacher import TeacherResource
 from asr_distill.stages.labels import (
     ERROR_REASONS,
@@ -188,10 +188,14 @@ def teacher_labels(
             def on_result(r: ShardResult) -> None:
                 meta = dict(r.table.schema.metadata or {})
                 meta[META_SHARD_SHA256] = sha_of[r.shard_id].encode()
+                # Measured decode times differ run to run: they go to the metadata, not the files, so
+                # the same shards and teacher give byte-identical labels (and manifest versions).
+                i = r.table.schema.get_field_index("decode_time_s")
+                table = r.table.set_column(i, "decode_time_s", pa.nulls(r.table.num_rows, pa.float64()))
                 write_labels(
                     store,
                     layout.labels_key(partition, version, r.shard_id),
-                    r.table.replace_schema_metadata(meta),
+                    table.replace_schema_metadata(meta),
                 )
                 progress["shards"] += 1
                 progress["rows"] += r.stats.rows
@@ -209,7 +213,7 @@ def teacher_labels(
                 )
 
             run = pool.run(
-                sorted(sha_of), WebDatasetShardReader(store.uri), on_result, done=done, on_failure=on_failure
+                sorted(sha_of), _reader(store, ray_cluster), on_result, done=done, on_failure=on_failure
             )
         summary = run.to_dict()
         if run.failures:
@@ -273,6 +277,7 @@ def teacher_labels(
             "actor_failures": summary.get("actor_failures", 0),
             "audio_hours": round(counts.audio_s / 3600, 4),
             "realtime_factor": round(rtf, 2) if rtf else None,
+            "teacher_decode_s": round(float(summary.get("decode_s", 0.0)), 2),
             "flags": md_counts(counts.flags, "flag", QUALITY_FLAGS),
             "error_reasons": md_counts(counts.error_reasons, "reason", ERROR_REASONS),
             "teacher_vs_reference": md_table(
@@ -284,6 +289,13 @@ def teacher_labels(
             "wer_tiers": md_table(["per-sample WER", "samples"], list(wer_tiers(labels).items())),
         }
     )
+
+
+def _reader(store: Storage, ray_cluster: RayResource) -> WebDatasetShardReader:
+    """On the private local cluster the actors get the lake store as configured for this run (its
+    settings and credentials never leave the machine); on a remote cluster they open the lake URI from
+    their own environment (their own OSS_* variables or RAM role)."""
+    return WebDatasetShardReader(store.uri, store=store if isinstance(ray_cluster, PrivateLocalRay) else None)
 
 
 def _empty_labels() -> pa.Table:

@@ -13,7 +13,10 @@ does not:
 * returns ``x-oss-hash-crc64ecma`` (CRC-64/XZ of the stored object or part) and checks
   ``Content-MD5`` (400 ``InvalidDigest``);
 * follows OSS range semantics (an unsatisfiable range returns the whole object unless
-  ``x-oss-range-behavior: standard``) and OSS's 100 KiB minimum part size.
+  ``x-oss-range-behavior: standard``) and OSS's 100 KiB minimum part size;
+* keeps HTTP/1.1 connections alive as OSS does (werkzeug's development handler closes every
+  connection and then waits 10 ms for stray request bytes, which made every request pay a TCP
+  connect and a new server thread).
 
 Faults are injected at run time through :attr:`OSSTestServer.faults` (seeded, so deterministic for
 a sequential client): 503s, connection resets before a request is executed or after it was
@@ -32,6 +35,7 @@ import random
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -69,6 +73,10 @@ _MOTO_AUTH = (
 _S3_NS = re.compile(rb'\s+xmlns="http://s3\.amazonaws\.com/doc/2006-03-01/"')
 _LIST_PARAMS = ("prefix", "delimiter", "marker", "continuation-token", "start-after", "max-keys")
 # x-oss-* request headers that are OSS transport/auth details, not forwarded to moto.
+# Set in the WSGI environ once the layer has read the whole request body: only then may the
+# connection serve another request.
+BODY_CONSUMED = "oss_layer.body_consumed"
+IDLE_KEEPALIVE_S = 60.0
 _DROP_REQUEST_HEADERS = frozenset(
     {"authorization", "x-oss-date", "x-oss-content-sha256", "x-oss-security-token", "x-oss-range-behavior"}
 )
@@ -198,6 +206,7 @@ class OSSCompatLayer:
             body = stream.read()
         else:
             body = b""
+        environ[BODY_CONSUMED] = True
         return _Parsed(environ["REQUEST_METHOD"], bucket, key, raw_path, query, headers, body, environ)
 
     # -- responses -------------------------------------------------------------------------
@@ -659,6 +668,7 @@ class OSSTestServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_idle_connections()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -736,23 +746,140 @@ class OSSTestServer:
 
 
 class _Handler(MotoRequestHandler):
+    """moto's handler with HTTP/1.1 keep-alive (werkzeug's own answers ``Connection: close``)."""
+
     server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_KEEPALIVE_S  # an idle kept-alive connection is closed after this
+
+    def setup(self) -> None:
+        super().setup()
+        # Answers are written in one piece, but Nagle + delayed ACK would still stall a kept-alive
+        # connection whenever a write is split (40 ms on Linux).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.open_connections.add(self.connection)
+        self.server.app.stats["connections"] += 1  # TCP connections accepted (keep-alive tests)
+
+    def finish(self) -> None:
+        self.server.open_connections.discard(self.connection)
+        super().finish()
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        if "timed out" not in format % args:  # an idle kept-alive connection closing is no error
+            super().log_error(format, *args)
+
+    def run_wsgi(self) -> None:
+        """One request: call the app, send its answer, keep the connection if that is safe."""
+        self.environ = environ = self.make_environ()
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        pending: list[Any] = []  # [status, headers] set by start_response, not yet sent
+        sent = False
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+            if exc_info and sent:
+                raise exc_info[1].with_traceback(exc_info[2])
+            pending[:] = [status, headers]
+            return write
+
+        def write(data: bytes) -> None:
+            nonlocal sent
+            if not sent:
+                status, headers = pending
+                code, _, reason = status.partition(" ")
+                self.send_response(int(code), reason)
+                names = set()
+                for name, value in headers:
+                    names.add(name.lower())
+                    self.send_header(name, value)
+                if "content-length" not in names and self.command != "HEAD":
+                    # No length: the body ends when the connection does.
+                    self.send_header("Connection", "close")
+                # Status line, headers and the first body chunk in one write (end_headers() would
+                # flush the headers alone).
+                self._headers_buffer.append(b"\r\n")
+                if data:
+                    self._headers_buffer.append(data)
+                self.flush_headers()
+                sent = True
+            elif data:
+                self.wfile.write(data)
+
+        try:
+            app_iter = self.server.app(environ, start_response)
+            try:
+                for data in app_iter:
+                    write(data)
+                if not sent:
+                    write(b"")
+            finally:
+                close = getattr(app_iter, "close", None)
+                if close is not None:
+                    close()
+        except (TimeoutError, ConnectionError) as exc:
+            self.connection_dropped(exc, environ)
+            self.close_connection = True
+            return
+        except Exception as exc:  # a bug in the layer or moto: answer 500 if still possible
+            self.close_connection = True
+            print(f"OSS test server: error on {self.command} {self.path}: {exc!r}", file=sys.stderr)
+            if not sent:
+                body = b"Internal Server Error"
+                with contextlib.suppress(Exception):
+                    self.send_response(500, "Internal Server Error")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(body)
+            return
+        if not environ.get(BODY_CONSUMED):
+            # Unread request bytes would be taken for the next request line.
+            self.close_connection = True
+
     def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
         if isinstance(error, _Reset):
+            # What was written (half a body) reaches the client before the reset, as on a real
+            # network: a RST discards whatever is still queued for sending.
+            _wait_until_sent(self.connection)
             # SO_LINGER with a zero timeout turns the close into a TCP RST (no FIN first).
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             self.server.aborted.add(self.connection)
 
 
+def _wait_until_sent(sock: socket.socket, limit_s: float = 2.0) -> None:
+    """Wait (bounded) until the kernel has delivered everything written to ``sock``."""
+    try:
+        import fcntl
+        import termios
+
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            if unsent <= 0:
+                return
+            time.sleep(0.001)
+    except (ImportError, OSError, AttributeError):  # not Linux: give the client a moment
+        time.sleep(0.01)
+
+
 class _Server(ThreadedWSGIServer):
+    # Handler threads of kept-alive connections wait for the next request: stop() closes their
+    # sockets rather than waiting for them.
+    block_on_close = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.aborted: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self.open_connections: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+    def close_idle_connections(self) -> None:
+        for conn in list(self.open_connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def shutdown_request(self, request: Any) -> None:
         if request in self.aborted:

@@ -8,21 +8,17 @@ whatever the number of workers.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import hashlib
-import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow.parquet as pq
 
 from asr_distill.audio.decode import PYAV_FIRST, DecodeError, open_decoder
+from asr_distill.stages._procpool import EXECUTORS, Executor, OrderedPool, default_workers
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.metrics import (
     SignalAnalyzer,
@@ -35,7 +31,6 @@ from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASON
 from asr_distill.storage import Storage
 
 Row = dict[str, Any]
-Executor = Literal["process", "thread", "inline"]
 # content hash -> (partition, key) of the clip kept with that content
 KnownHashes = Mapping[str, tuple[str, str]]
 
@@ -172,24 +167,6 @@ def _analyze_rows(rows: list[Row], store: Storage, cfg: CleanConfig) -> list[Row
     return [analyze_clip(r, store, cfg) for r in rows]
 
 
-# Process-pool workers receive the store and config once, through the initializer.
-_WORKER: tuple[Storage, CleanConfig] | None = None
-
-
-def _init_worker(store: Storage, cfg: CleanConfig) -> None:
-    global _WORKER
-    _WORKER = (store, cfg)
-
-
-def _worker_rows(rows: list[Row]) -> list[Row]:
-    assert _WORKER is not None, "worker not initialised"
-    return _analyze_rows(rows, *_WORKER)
-
-
-def _ready() -> bool:
-    return _WORKER is not None
-
-
 def _crashed_row(row: Mapping[str, Any], store: Storage, cfg: CleanConfig, detail: str) -> Row:
     """The row of a clip whose worker process died: decode_failed/worker_crashed, text rules still apply."""
     out: Row = {name: row.get(name) for name in INDEX_COLUMNS}
@@ -231,104 +208,6 @@ class CleanProgress:
 
 
 # -- the driver -----------------------------------------------------------------------------
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover (not Linux)
-        return max(1, os.cpu_count() or 1)
-
-
-class _Runner:
-    """Ordered, bounded map of ``_analyze_rows`` over chunks; survives crashing worker processes."""
-
-    def __init__(self, store: Storage, cfg: CleanConfig, executor: Executor, workers: int) -> None:
-        self.store, self.cfg, self.kind, self.workers = store, cfg, executor, workers
-        self.pool: cf.Executor | None = None
-
-    def _new_pool(self) -> cf.Executor:
-        if self.kind == "thread":
-            return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="clean")
-        # forkserver: safe in a multi-threaded parent (Dagster), unlike fork; workers fork from a server
-        # that has the decoding modules imported already, so they start in milliseconds.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        pool = cf.ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.store, self.cfg)
-        )
-        try:  # a pool that cannot even run a no-op is a setup problem, not a bad clip
-            pool.submit(_ready).result()
-        except BrokenProcessPool as exc:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise RuntimeError(
-                "the clean worker processes could not start (is the calling script missing an "
-                "`if __name__ == '__main__':` guard, or is the store not picklable?)"
-            ) from exc
-        return pool
-
-    def _submit(self, chunk: list[Row]) -> cf.Future:
-        assert self.pool is not None
-        try:
-            if self.kind == "thread":
-                return self.pool.submit(_analyze_rows, chunk, self.store, self.cfg)
-            return self.pool.submit(_worker_rows, chunk)
-        except BrokenProcessPool as exc:
-            # A worker died since the last result: the pool refuses new work. Hand back a failed
-            # future so the caller's crash handling (isolate the culprit, restart the pool) runs.
-            failed: cf.Future = cf.Future()
-            failed.set_exception(exc)
-            return failed
-
-    def _isolate(self, chunks: list[list[Row]]) -> Iterator[list[Row]]:
-        """After a worker died: redo the affected clips one per task, to pin the culprit."""
-        for chunk in chunks:
-            out = []
-            for row in chunk:
-                if self.pool is None:
-                    self.pool = self._new_pool()
-                try:
-                    out.extend(self._submit([row]).result())
-                except BrokenProcessPool as exc:
-                    self.pool.shutdown(wait=True, cancel_futures=True)
-                    self.pool = None
-                    out.append(_crashed_row(row, self.store, self.cfg, f"worker process died: {exc}"))
-            yield out
-
-    def map(self, chunks: Iterator[list[Row]], in_flight: int) -> Iterator[list[Row]]:
-        if self.kind == "inline":
-            for chunk in chunks:
-                yield _analyze_rows(chunk, self.store, self.cfg)
-            return
-        self.pool = self._new_pool()
-        pending: collections.deque[tuple[list[Row], cf.Future]] = collections.deque()
-        try:
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < in_flight:
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        exhausted = True
-                        break
-                    if self.pool is None:
-                        self.pool = self._new_pool()
-                    pending.append((chunk, self._submit(chunk)))
-                if not pending:
-                    return
-                chunk, fut = pending.popleft()
-                try:
-                    yield fut.result()
-                except BrokenProcessPool:
-                    redo = [chunk] + [c for c, _ in pending]
-                    pending.clear()
-                    assert self.pool is not None
-                    self.pool.shutdown(wait=True, cancel_futures=True)
-                    self.pool = None
-                    yield from self._isolate(redo)
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
-                self.pool = None
-
-
 def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Row]]:
     chunk: list[Row] = []
     last: str | None = None
@@ -376,11 +255,18 @@ def clean_partition(
     """
     cfg = config or CleanConfig()
     n_workers = workers or default_workers()
-    if executor not in ("process", "thread", "inline"):
+    if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}")
     known = known_hashes or {}
     seen: dict[str, str] = {}  # content hash -> key of the first passing clip here
-    runner = _Runner(store, cfg, executor, n_workers)
+    runner: OrderedPool[Row, Row] = OrderedPool(
+        _analyze_rows,
+        (store, cfg),
+        on_crash=lambda row, detail: _crashed_row(row, store, cfg, detail),
+        executor=executor,
+        workers=n_workers,
+        name="clean",
+    )
     start = last_report = time.monotonic()
     done = kept = 0
     audio_s = 0.0

@@ -1,5 +1,8 @@
 """Build the ``audio_index`` table of one raw prefix: stream the listing, probe in parallel, write Parquet.
 
+Probing runs in a process pool for a local store and in a thread pool for a remote one (see
+:class:`IndexOptions`); rows come back in listing order, so the file is byte-identical either way.
+
 Memory stays bounded whatever the prefix size: the listing is consumed as a stream, sidecars are
 matched to their audio with a small window (keys sharing the stem ``a/b.`` are contiguous in a
 sorted listing), at most ``max_in_flight`` probes run at once and rows are written in batches.
@@ -8,20 +11,23 @@ sorted listing), at most ``max_in_flight`` probes run at once and rows are writt
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asr_distill.stages._procpool import OrderedPool, default_workers
 from asr_distill.stages.index.probe import Probe, probe_audio
 from asr_distill.stages.index.schema import AUDIO_EXTENSIONS, AUDIO_INDEX_SCHEMA, SIDECAR_EXTENSIONS
 from asr_distill.storage import ObjectInfo, ObjectNotFoundError, Storage, StorageError
@@ -33,15 +39,30 @@ FINGERPRINT_META = b"asr_distill.listing_fingerprint"
 DURATION_BINS_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, float("inf"))
 
 
+IndexExecutor = Literal["auto", "process", "thread", "inline"]
+
+
 @dataclass(frozen=True)
 class IndexOptions:
-    # Probe threads. None: few for local stores (probing is short C calls between Python code, so
-    # threads mostly contend for the GIL: on 2 cores one thread measured fastest), 8 per core for
-    # remote stores (requests wait on the network).
+    """How :func:`build_index` probes.
+
+    ``executor="auto"``: a local store is probed by a process pool (probing is short C calls between
+    Python code, so threads mostly wait for the GIL; processes use every core), fed chunks of
+    ``chunk_objects`` audio objects; a listing of fewer than ``pool_min_objects`` audio objects is
+    probed inline instead (starting the pool would cost more than it saves). A remote store is probed
+    by a thread pool (requests wait on the network). ``"process"``, ``"thread"`` and ``"inline"`` force
+    one way; the output is byte-identical whichever is used.
+    """
+
+    # Probe processes (local) or threads (remote). None: one process per core locally, 8 threads per
+    # core for remote stores.
     workers: int | None = None
-    max_in_flight: int = 256
+    max_in_flight: int = 256  # objects being probed at once (bounds memory)
     batch_rows: int = 2048
     progress_every_s: float = 10.0
+    executor: IndexExecutor = "auto"
+    chunk_objects: int = 64
+    pool_min_objects: int = 512
 
 
 @dataclass
@@ -138,7 +159,13 @@ def group_listing(
 
 def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
     """Text, language and speaker from a group's sidecars, with an error code when one is bad."""
-    out: dict[str, Any] = {"text": None, "language": None, "speaker": None, "sidecar_key": None, "sidecar_error": None}
+    out: dict[str, Any] = {
+        "text": None,
+        "language": None,
+        "speaker": None,
+        "sidecar_key": None,
+        "sidecar_error": None,
+    }
     txt_text = None
     if group.txt is not None:
         out["sidecar_key"] = group.txt.key
@@ -269,13 +296,101 @@ def existing_fingerprint(lake: Storage, key: str) -> str | None:
     return value.decode() if value else None
 
 
-def _default_workers(store: Storage) -> int:
-    cores = os.cpu_count() or 1
+def _is_local(store: Storage) -> bool:
     try:
-        local = store.local_path("probe") is not None
+        return store.local_path("probe") is not None
     except StorageError:
-        local = False
-    return max(1, min(4, cores // 2)) if local else 8 * cores
+        return False
+
+
+def _default_workers(store: Storage) -> int:
+    """Probe processes for a local store (one per core), threads for a remote one (8 per core)."""
+    return default_workers() if _is_local(store) else 8 * (os.cpu_count() or 1)
+
+
+def _group_rows(raw: Storage, partition: str, group: Group) -> list[dict[str, Any]]:
+    side = read_sidecars(raw, group) if (group.txt or group.json) else read_sidecars(raw, Group(group.stem))
+    return [make_row(partition, obj, probe_object(raw, obj), side) for obj in group.audio]
+
+
+def _probe_groups(groups: list[Group], raw: Storage, partition: str) -> list[list[dict[str, Any]]]:
+    """The rows of each group of a chunk (inline)."""
+    return [_group_rows(raw, partition, g) for g in groups]
+
+
+# Process-pool tasks carry groups and rows as plain tuples: pickling dataclasses and dicts cost more
+# than probing a WAV header.
+PackedGroup = tuple[str, list[tuple[Any, ...]], tuple[Any, ...] | None, tuple[Any, ...] | None]
+ROW_FIELDS = tuple(AUDIO_INDEX_SCHEMA.names)
+
+
+def _pack(group: Group) -> PackedGroup:
+    def obj(o: ObjectInfo) -> tuple[Any, ...]:
+        return (o.key, o.size, o.etag, o.mtime)
+
+    return (
+        group.stem,
+        [obj(o) for o in group.audio],
+        obj(group.txt) if group.txt else None,
+        obj(group.json) if group.json else None,
+    )
+
+
+def _unpack(packed: PackedGroup) -> Group:
+    stem, audio, txt, js = packed
+    return Group(
+        stem,
+        [ObjectInfo(*o) for o in audio],
+        ObjectInfo(*txt) if txt else None,
+        ObjectInfo(*js) if js else None,
+    )
+
+
+def _probe_packed(packed: list[PackedGroup], raw: Storage, partition: str) -> list[list[tuple[Any, ...]]]:
+    """The rows (as tuples in :data:`ROW_FIELDS` order) of each group of a chunk (runs in a pool worker)."""
+    out = []
+    for p in packed:
+        out.append([tuple(row.values()) for row in _group_rows(raw, partition, _unpack(p))])
+    return out
+
+
+def _crashed_rows(raw: Storage, partition: str, group: Group, detail: str) -> list[dict[str, Any]]:
+    """Rows of a group whose probing process died (a native decoder crash): decode_error, sidecars kept."""
+    side = read_sidecars(raw, group)
+    probe = Probe(error="decode_error", detail=f"the probing process died: {detail}"[:300])
+    return [make_row(partition, obj, probe, side) for obj in group.audio]
+
+
+def _chunk_groups(groups: Iterable[Group], objects: int) -> Iterator[list[Group]]:
+    """Lists of consecutive groups holding about ``objects`` audio objects each."""
+    chunk: list[Group] = []
+    n = 0
+    for group in groups:
+        chunk.append(group)
+        n += len(group.audio)
+        if n >= objects:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
+
+
+def _choose_executor(
+    raw: Storage, options: IndexOptions, groups: Iterator[Group]
+) -> tuple[str, Iterator[Group]]:
+    """The executor to use, and the groups (the first ones may have been read ahead to decide)."""
+    if options.executor != "auto":
+        return options.executor, groups
+    if not _is_local(raw):
+        return "thread", groups
+    head: list[Group] = []
+    n = 0
+    for group in groups:  # small listings are probed inline: no pool start-up
+        head.append(group)
+        n += len(group.audio)
+        if n >= options.pool_min_objects:
+            return "process", itertools.chain(head, groups)
+    return "inline", iter(head)
 
 
 def iter_index_rows(
@@ -287,45 +402,115 @@ def iter_index_rows(
     progress: Callable[[str], None] | None = None,
     fingerprinter: Fingerprinter | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Rows of the index in a deterministic order (listing order), probing with a bounded thread pool."""
+    """Rows of the index in a deterministic order (listing order), probing with a bounded pool.
+
+    The order, the rows and the listing fingerprint do not depend on the executor or the workers.
+    """
 
     def ignored(obj: ObjectInfo) -> None:
         summary.ignored_objects += 1
         if len(summary.ignored_sample) < 10:
             summary.ignored_sample.append(obj.key)
 
-    def work(group: Group) -> list[dict[str, Any]]:
-        side = read_sidecars(raw, group) if (group.txt or group.json) else read_sidecars(raw, Group(group.stem))
-        return [make_row(partition, obj, probe_object(raw, obj), side) for obj in group.audio]
-
-    started = time.monotonic()
-    last_report = started
-    queue: deque[Future[list[dict[str, Any]]]] = deque()
-    workers = options.workers or _default_workers(raw)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
-
-        def drain(limit: int) -> Iterator[dict[str, Any]]:
-            nonlocal last_report
-            while len(queue) > limit:
-                for row in queue.popleft().result():
-                    summary.add(row)
-                    yield row
-                now = time.monotonic()
-                if progress and now - last_report >= options.progress_every_s:
-                    last_report = now
-                    rate = summary.rows / max(now - started, 1e-9)
-                    progress(f"indexed {summary.rows} objects of {prefix!r} ({rate:,.0f} objects/s)")
-
+    def audio_groups() -> Iterator[Group]:
         listing = raw.iter_objects(prefix)
         if fingerprinter is not None:
             listing = fingerprinter.watch(listing)
         for group in group_listing(listing, ignored):
-            if not group.audio:
+            if group.audio:
+                yield group
+            else:
                 summary.orphan_sidecars += int(group.txt is not None) + int(group.json is not None)
-                continue
-            queue.append(pool.submit(work, group))
-            yield from drain(options.max_in_flight)
-        yield from drain(0)
+
+    started = last_report = time.monotonic()
+
+    def emit(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal last_report
+        for row in rows:
+            summary.add(row)
+            yield row
+        now = time.monotonic()
+        if progress and now - last_report >= options.progress_every_s:
+            last_report = now
+            rate = summary.rows / max(now - started, 1e-9)
+            progress(f"indexed {summary.rows} objects of {prefix!r} ({rate:,.0f} objects/s)")
+
+    executor, groups = _choose_executor(raw, options, audio_groups())
+    if executor == "thread":
+        yield from _thread_rows(raw, partition, groups, options, emit)
+        return
+    if executor not in ("process", "inline"):
+        raise ValueError(f"unknown executor {executor!r}")
+    workers = options.workers or (default_workers() if executor == "process" else 1)
+    chunk = max(1, options.chunk_objects)
+    in_flight = max(2 * workers, -(-options.max_in_flight // chunk))
+    if executor == "inline":
+        for group_chunk in _chunk_groups(groups, chunk):
+            for rows in _probe_groups(group_chunk, raw, partition):
+                yield from emit(rows)
+        return
+    pool: OrderedPool[PackedGroup, list[tuple[Any, ...]]] = OrderedPool(
+        _probe_packed,
+        (raw, partition),
+        on_crash=lambda packed, detail: [
+            tuple(r.values()) for r in _crashed_rows(raw, partition, _unpack(packed), detail)
+        ],
+        executor="process",
+        workers=workers,
+        name="index",
+    )
+    chunks = ([_pack(g) for g in c] for c in _chunk_groups(groups, chunk))
+    # The workers start in a background thread (a cold forkserver spends a while importing); with
+    # executor="auto" the first chunks are probed here meanwhile (those are not crash-isolated).
+    failed: list[BaseException] = []
+    starter = threading.Thread(target=_start_pool, args=(pool, failed), name="index-pool-start", daemon=True)
+    starter.start()
+    try:
+        while options.executor == "auto" and starter.is_alive():
+            first = next(chunks, None)
+            if first is None:
+                break
+            for rows in _probe_packed(first, raw, partition):
+                yield from emit([dict(zip(ROW_FIELDS, r, strict=True)) for r in rows])
+        starter.join()
+        if failed:
+            if options.executor != "auto":
+                raise failed[0]
+            # e.g. a script without a main guard: index anyway, on one core
+            log.warning("probing inline: %s", failed[0])
+            pool = OrderedPool(_probe_packed, (raw, partition), on_crash=pool.on_crash, executor="inline")
+        for results in pool.map(chunks, in_flight=in_flight):
+            for rows in results:
+                yield from emit([dict(zip(ROW_FIELDS, r, strict=True)) for r in rows])
+    finally:
+        starter.join()
+        pool.close()
+
+
+def _start_pool(pool: OrderedPool[Any, Any], failed: list[BaseException]) -> None:
+    try:
+        pool.start()
+    except Exception as exc:  # PoolStartError, or arguments that cannot be pickled
+        failed.append(exc)
+
+
+def _thread_rows(
+    raw: Storage,
+    partition: str,
+    groups: Iterator[Group],
+    options: IndexOptions,
+    emit: Callable[[list[dict[str, Any]]], Iterator[dict[str, Any]]],
+) -> Iterator[dict[str, Any]]:
+    """Probe one group per task on a thread pool, at most ``max_in_flight`` at once (remote stores)."""
+    queue: deque[Future[list[dict[str, Any]]]] = deque()
+    workers = options.workers or _default_workers(raw)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
+        for group in groups:
+            queue.append(pool.submit(_group_rows, raw, partition, group))
+            while len(queue) > options.max_in_flight:
+                yield from emit(queue.popleft().result())
+        while queue:
+            yield from emit(queue.popleft().result())
 
 
 def build_index(

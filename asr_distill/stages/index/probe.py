@@ -16,6 +16,7 @@ from :data:`~asr_distill.stages.index.schema.PROBE_ERRORS`.
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -136,16 +137,17 @@ def _count_frames(f: sf.SoundFile) -> int:
 
 def _probe_soundfile(source: str | BinaryIO, head: bytes, size: int) -> Probe:
     with sf.SoundFile(source) as f:
-        p = Probe(container=f.format, codec=f.subtype, sample_rate=f.samplerate, channels=f.channels)
+        fmt = f.format  # each property is a libsndfile call: read them once
+        p = Probe(container=fmt, codec=f.subtype, sample_rate=f.samplerate, channels=f.channels)
         header_frames = f.frames
-        if f.channels <= 0:
-            return Probe(container=f.format, codec=f.subtype, error="zero_channels", detail="0 channels")
-        declared = mp3_declared_bytes(head) if f.format == "MP3" else None
-        if f.format in TRUSTED_LENGTH or (declared is not None and size >= declared):
+        if p.channels is not None and p.channels <= 0:
+            return Probe(container=fmt, codec=p.codec, error="zero_channels", detail="0 channels")
+        declared = mp3_declared_bytes(head) if fmt == "MP3" else None
+        if fmt in TRUSTED_LENGTH or (declared is not None and size >= declared):
             # Frames derived from the bytes present (PCM, Ogg), or an MP3 whose Xing header's byte
             # count is all there: no read-back needed.
             real = header_frames
-            claimed = riff_claimed_frames(head) if f.format in ("WAV", "WAVEX") else None
+            claimed = riff_claimed_frames(head) if fmt in ("WAV", "WAVEX") else None
         else:
             claimed = header_frames
             real = header_frames
@@ -207,6 +209,17 @@ def _wants_more_head(head: bytes) -> bool:
     return (head[:4] == b"RIFF" and b"data" not in head) or head[:3] == b"ID3"
 
 
+def _read_upto(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from ``fd`` (fewer only at the end of the file)."""
+    data = os.read(fd, n)
+    while len(data) < n:
+        more = os.read(fd, n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 def probe_audio(source: str | Path | bytes, *, size: int | None = None) -> Probe:
     """Probe a local file path or the object's bytes. Never raises for bad audio."""
     if isinstance(source, bytes):
@@ -219,11 +232,15 @@ def probe_audio(source: str | Path | bytes, *, size: int | None = None) -> Probe
             return io.BytesIO(source)
     else:
         path = str(source)
-        with open(path, "rb") as fh:
-            head = fh.read(HEAD_BYTES)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # no buffered file object: cheaper
+        try:
+            head = _read_upto(fd, HEAD_BYTES)
             if _wants_more_head(head):
-                head += fh.read(MAX_HEAD_BYTES - HEAD_BYTES)
-        size = Path(path).stat().st_size if size is None else size
+                head += _read_upto(fd, MAX_HEAD_BYTES - len(head))
+            if size is None:
+                size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
         def opener() -> str | BinaryIO:
             return path

@@ -64,16 +64,21 @@ class WebDatasetShardReader:
         text_field: str = "text",
         language_field: str = "language",
         audio_extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
+        store: Any = None,
     ) -> None:
+        """``store``: ship this opened store (settings and credentials included) to the actors instead
+        of reopening ``storage_uri`` from their environment. Only for clusters on the same machine."""
         self.storage_uri = storage_uri
         self.text_field = text_field
         self.language_field = language_field
         self.audio_extensions = audio_extensions
-        self._store: Any = None
+        self._ship = store is not None
+        self._store: Any = store
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_store"] = None  # reopened where it runs
+        if not self._ship:
+            state["_store"] = None  # reopened where it runs, from the worker's own environment
         return state
 
     def _storage(self) -> Any:

@@ -22,21 +22,18 @@ same inputs and settings give byte-identical shards whatever the number of worke
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
 import contextlib
 import hashlib
 import json
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asr_distill.stages._procpool import Executor, OrderedPool, chunked, default_workers
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.encode import (
     AudioLoader,
@@ -60,137 +57,14 @@ from asr_distill.stages.shards.schema import (
 from asr_distill.stages.shards.tar import TarWriter
 from asr_distill.storage import ObjectNotFoundError, Storage, StorageError
 
-Executor = Literal["process", "thread", "inline"]
 
-
-# -- process pool -----------------------------------------------------------------------------
-_WORKER: tuple[AudioLoader, ShardConfig] | None = None
-
-
-def _init_worker(loader: AudioLoader, cfg: ShardConfig) -> None:
-    global _WORKER
-    _WORKER = (loader, cfg)
-
-
-def _ready() -> bool:
-    return _WORKER is not None
-
-
+# -- worker side ------------------------------------------------------------------------------
 def _encode_chunk(chunk: list[PlannedSample], loader: AudioLoader, cfg: ShardConfig) -> list[EncodedSample]:
     return [encode_sample(s, loader, cfg) for s in chunk]
 
 
-def _worker_chunk(chunk: list[PlannedSample]) -> list[EncodedSample]:
-    assert _WORKER is not None, "worker not initialised"
-    return _encode_chunk(chunk, *_WORKER)
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover (not Linux)
-        return max(1, os.cpu_count() or 1)
-
-
-class _OrderedEncoder:
-    """Ordered, bounded map of :func:`encode_sample` over chunks; survives dying worker processes."""
-
-    def __init__(self, loader: AudioLoader, cfg: ShardConfig, kind: Executor, workers: int) -> None:
-        if kind not in ("process", "thread", "inline"):
-            raise ValueError(f"unknown executor {kind!r}")
-        self.loader, self.cfg, self.kind, self.workers = loader, cfg, kind, workers
-        self.pool: cf.Executor | None = None
-
-    def _new_pool(self) -> cf.Executor:
-        if self.kind == "thread":
-            return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="shards")
-        # forkserver: safe in a multi-threaded parent (Dagster); workers fork from a server that has the
-        # encoding modules imported already.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        pool = cf.ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.loader, self.cfg)
-        )
-        try:
-            pool.submit(_ready).result()
-        except BrokenProcessPool as exc:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise RuntimeError(
-                "the shard worker processes could not start (is the loader or store not picklable, or "
-                "a script missing an `if __name__ == '__main__':` guard?)"
-            ) from exc
-        return pool
-
-    def _submit(self, chunk: list[PlannedSample]) -> cf.Future:
-        assert self.pool is not None
-        if self.kind == "thread":
-            return self.pool.submit(_encode_chunk, chunk, self.loader, self.cfg)
-        try:
-            return self.pool.submit(_worker_chunk, chunk)
-        except BrokenProcessPool as exc:  # a worker died since the last submit: fail like its futures
-            failed: cf.Future = cf.Future()
-            failed.set_exception(exc)
-            return failed
-
-    def _drop_pool(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-
-    def _isolate(self, chunks: list[list[PlannedSample]]) -> Iterator[list[EncodedSample]]:
-        """After a worker died: redo the affected clips one per task; a clip that kills it again fails."""
-        for chunk in chunks:
-            out = []
-            for s in chunk:
-                if self.pool is None:
-                    self.pool = self._new_pool()
-                try:
-                    out.extend(self._submit([s]).result())
-                except BrokenProcessPool as exc:
-                    self._drop_pool()
-                    out.append(EncodedSample(s, error="worker_crashed", detail=f"worker process died: {exc}"))
-            yield out
-
-    def map(self, chunks: Iterator[list[PlannedSample]], in_flight: int) -> Iterator[list[EncodedSample]]:
-        if self.kind == "inline":
-            for chunk in chunks:
-                yield _encode_chunk(chunk, self.loader, self.cfg)
-            return
-        pending: collections.deque[tuple[list[PlannedSample], cf.Future]] = collections.deque()
-        try:
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < in_flight:
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        exhausted = True
-                        break
-                    if self.pool is None:
-                        self.pool = self._new_pool()
-                    pending.append((chunk, self._submit(chunk)))
-                if not pending:
-                    return
-                chunk, fut = pending.popleft()
-                try:
-                    yield fut.result()
-                except BrokenProcessPool:
-                    redo = [chunk] + [c for c, _ in pending]
-                    pending.clear()
-                    self._drop_pool()
-                    yield from self._isolate(redo)
-        finally:
-            self._drop_pool()
-
-
-def _chunks(samples: Iterable[PlannedSample], size: int) -> Iterator[list[PlannedSample]]:
-    chunk: list[PlannedSample] = []
-    for s in samples:
-        chunk.append(s)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _crashed(sample: PlannedSample, detail: str) -> EncodedSample:
+    return EncodedSample(sample, error="worker_crashed", detail=detail)
 
 
 # -- progress and summary -----------------------------------------------------------------------
@@ -699,9 +573,11 @@ def write_shards(
             )
         )
 
-    encoder = _OrderedEncoder(loader, cfg, executor, n_workers)
+    encoder: OrderedPool[PlannedSample, EncodedSample] = OrderedPool(
+        _encode_chunk, (loader, cfg), on_crash=_crashed, executor=executor, workers=n_workers, name="shards"
+    )
     all_todo = (s for b in plan.buckets for s in todo[b.index])
-    batches = encoder.map(_chunks(all_todo, chunk_size), in_flight=2 * n_workers)
+    batches = encoder.map(chunked(all_todo, chunk_size), in_flight=2 * n_workers)
     results = (r for batch in batches for r in batch)
     builder: _ShardBuilder | None = None
     index_schema = _schema(SAMPLE_INDEX_SCHEMA, cfg, fp)
