@@ -55,7 +55,7 @@ def stage_resources(raw_uri: str | None, lake_uri: str, **teacher: object) -> di
 
     res: dict = {
         "lake": StorageResource(uri=lake_uri),
-        "ray_cluster": PrivateLocalRay(num_cpus=2),
+        "ray_cluster": PrivateLocalRay(num_cpus=2, keep_alive=True),
         "teacher": TeacherResource(**{"num_actors": 2, **teacher}),
     }
     if raw_uri is not None:

@@ -50,7 +50,7 @@ from oss_server.upload import upload_tree
 from asr_distill.assets import ALL_ASSETS
 from asr_distill.definitions import build_definitions
 from asr_distill.partitions import raw_prefix_partitions
-from asr_distill.resources import StorageResource, make_storage_resource
+from asr_distill.resources import PrivateLocalRay, StorageResource, make_storage_resource
 from asr_distill.storage import LocalStorage, Storage
 
 pytest_plugins = ["oss_server.fixtures"]
@@ -145,7 +145,11 @@ class Lineage:
 
 
 def with_stores(defs: dg.Definitions, *, raw: StorageResource, lake: StorageResource) -> dg.Definitions:
-    """The same definitions (assets, checks, jobs, other resources) with other raw and lake stores."""
+    """The same definitions (assets, checks, jobs, other resources) with other raw and lake stores.
+
+    The private local Ray cluster is kept between runs of this test process (``keep_alive``): one Ray
+    start for the module instead of one per run; the labels still run on a real local cluster.
+    """
     return dg.Definitions(
         assets=defs.assets,
         asset_checks=defs.asset_checks,
@@ -154,7 +158,12 @@ def with_stores(defs: dg.Definitions, *, raw: StorageResource, lake: StorageReso
         sensors=defs.sensors,
         executor=defs.executor,
         loggers=defs.loggers,
-        resources={**(defs.resources or {}), "raw": raw, "lake": lake},
+        resources={
+            **(defs.resources or {}),
+            "raw": raw,
+            "lake": lake,
+            "ray_cluster": PrivateLocalRay(num_cpus=2, keep_alive=True),
+        },
     )
 
 

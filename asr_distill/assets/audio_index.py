@@ -17,7 +17,11 @@ from asr_distill.stages.index.validation import validate_index_file
 class AudioIndexConfig(dg.Config):
     force: bool = Field(default=False, description="Re-probe even if the prefix listing is unchanged.")
     workers: int = Field(
-        default=0, description="Probe threads (0 = auto: 1 per 2 cores locally, 8 per core on OSS)."
+        default=0,
+        description=(
+            "Probe workers (0 = auto: one process per core for a local store (small listings are probed "
+            "in the step's own process), 8 threads per core, at most 64, for OSS)."
+        ),
     )
     max_in_flight: int = Field(default=256, description="Objects being probed at once (bounds memory).")
 

@@ -18,6 +18,7 @@ The assets only ask for a :class:`dagster_ray.RayResource`, so the same code run
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -52,6 +53,27 @@ def ensure_connected(resource: RayResource, context: Any) -> None:
         context.log.info(f"connected to {resource.display_name}")
 
 
+# The cluster a PrivateLocalRay(keep_alive=True) keeps for later steps of this process.
+_KEPT: dict[str, Any] = {}
+
+
+def _forget_kept() -> None:
+    temp = _KEPT.pop("temp_dir", None)
+    _KEPT.pop("context", None)
+    _KEPT.pop("settings", None)
+    _KEPT.pop("gcs", None)
+    if temp:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _shutdown_kept() -> None:
+    import ray
+
+    if _KEPT.get("context") is not None and ray.is_initialized():
+        ray.shutdown()
+    _forget_kept()
+
+
 class PrivateLocalRay(LocalRay):
     """A private local Ray cluster started for the step and shut down after it.
 
@@ -67,6 +89,14 @@ class PrivateLocalRay(LocalRay):
         default=None, description="GPUs the local cluster offers (default: detected)"
     )
     include_dashboard: bool = Field(default=False, description="Start Ray's dashboard (port 8265)")
+    keep_alive: bool = Field(
+        default=False,
+        description=(
+            "Keep the cluster up after the step and reuse it for later steps of the same process (one "
+            "Ray start per process instead of one per step: in-process test suites, notebooks). It is "
+            "shut down when the process exits."
+        ),
+    )
 
     _temp_dir: str | None = PrivateAttr(default=None)
 
@@ -83,8 +113,20 @@ class PrivateLocalRay(LocalRay):
 
         for key, value in _LOCAL_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        settings = repr(
+            (self.num_cpus, self.num_gpus, self.include_dashboard, sorted(self.ray_init_options.items()))
+        )
+        if (
+            self.keep_alive
+            and ray.is_initialized()
+            and _KEPT.get("settings") == settings
+            and _KEPT.get("gcs") == ray.get_runtime_context().gcs_address  # still that very cluster
+        ):
+            self._context = _KEPT["context"]  # the cluster a previous step of this process kept
+            return self._context
         if ray.is_initialized():  # a previous step of this process left it up: start clean
             ray.shutdown()
+        _forget_kept()
         # Short path: Ray's Unix socket paths must fit in 107 bytes.
         self._temp_dir = tempfile.mkdtemp(prefix="ray-ad-", dir="/tmp")
         options: dict[str, Any] = {
@@ -103,11 +145,24 @@ class PrivateLocalRay(LocalRay):
         if runtime_env:
             options["runtime_env"] = runtime_env
         self._context = ray.init(**options)
+        if self.keep_alive:
+            _KEPT.update(
+                settings=settings,
+                context=self._context,
+                temp_dir=self._temp_dir,
+                gcs=ray.get_runtime_context().gcs_address,
+            )
+            if not _KEPT.get("atexit"):
+                atexit.register(_shutdown_kept)
+                _KEPT["atexit"] = True
         return self._context
 
     def cleanup(self, context: Any, exception: BaseException | None) -> None:
         import ray
 
+        if self._context is not None and self._context is _KEPT.get("context"):
+            self._context, self._temp_dir = None, None  # kept for the next step of this process
+            return
         try:
             if self._context is not None and ray.is_initialized():  # only the cluster this step started
                 ray.shutdown()

@@ -304,8 +304,9 @@ def _is_local(store: Storage) -> bool:
 
 
 def _default_workers(store: Storage) -> int:
-    """Probe processes for a local store (one per core), threads for a remote one (8 per core)."""
-    return default_workers() if _is_local(store) else 8 * (os.cpu_count() or 1)
+    """Probe processes for a local store (one per core), threads for a remote one (8 per core, at most
+    64: a container can report the host's cores)."""
+    return default_workers() if _is_local(store) else min(64, 8 * (os.cpu_count() or 1))
 
 
 def _group_rows(raw: Storage, partition: str, group: Group) -> list[dict[str, Any]]:
