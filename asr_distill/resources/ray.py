@@ -185,6 +185,10 @@ class RemoteRay(RayResource):
     address: str = Field(description="ray://host:10001, auto, or host:port")
     lifecycle: Lifecycle = Field(default_factory=_lazy, description="connect=False: the step connects")
 
+    def connect(self, context: Any) -> Any:
+        _shutdown_kept()  # a private local cluster kept by an earlier step of this process
+        return super().connect(context)
+
     @property
     def host(self) -> str:
         rest = self.address.split("://", 1)[-1]
