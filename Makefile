@@ -48,17 +48,16 @@ demo-corpus: install
 
 demo: install dagster-home demo-corpus
 	$(DAGSTER) job execute -m asr_distill.definitions -j discover_partitions
-	@$(PY) -m asr_distill.cli partitions | while IFS= read -r part; do \
-	  echo "== materialising the lineage for partition $$part"; \
-	  tags=$$($(PY) -c 'import json,sys; print(json.dumps({"dagster/partition": sys.argv[1]}))' "$$part"); \
-	  log=$$(mktemp); \
-	  if ! $(DAGSTER) job execute -m asr_distill.definitions -j distill_job --tags "$$tags" >"$$log" 2>&1; then \
-	    cat "$$log"; rm -f "$$log"; echo "the run for partition $$part failed (log above)"; exit 1; \
-	  fi; \
-	  grep -E " - (INFO|WARNING|ERROR) - |did not pass|RUN_SUCCESS" "$$log" \
-	    | sed -E 's/^.* - [0-9a-f-]{36} - ([0-9]+ - )?//' | grep -vE ": pass: " || true; \
-	  rm -f "$$log"; \
-	done
+	@# One run over every partition (a partition range): one process, one Ray start for the labels.
+	@tags=$$($(PY) -m asr_distill.cli range-tags); \
+	echo "== materialising the lineage for partitions $$($(PY) -m asr_distill.cli partitions | paste -sd' ')"; \
+	log=$$(mktemp); \
+	if ! $(DAGSTER) job execute -m asr_distill.definitions -j distill_job --tags "$$tags" >"$$log" 2>&1; then \
+	  cat "$$log"; rm -f "$$log"; echo "the demo run failed (log above)"; exit 1; \
+	fi; \
+	grep -E " - (INFO|WARNING|ERROR) - |did not pass|RUN_SUCCESS" "$$log" \
+	  | sed -E 's/^.* - [0-9a-f-]{36} - ([0-9]+ - )?//' | grep -vE ": pass: " || true; \
+	rm -f "$$log"
 	@echo
 	@$(PY) -m asr_distill.cli where
 	@echo

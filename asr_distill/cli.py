@@ -19,6 +19,25 @@ def _partitions(_: argparse.Namespace) -> int:
     return 0
 
 
+def _range_tags(_: argparse.Namespace) -> int:
+    """Run tags for one run over every registered partition (Dagster's partition-range tags)."""
+    import json
+
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        keys = instance.get_dynamic_partitions(raw_prefix_partitions.name)
+    if not keys:
+        print("no partitions are registered (run discover_partitions first)", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+        )
+    )
+    return 0
+
+
 def _where(_: argparse.Namespace) -> int:
     lake = open_storage(lake_uri())
     print(f"raw audio : {raw_uri()}")
@@ -54,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("partitions", help="print the registered partitions (raw prefixes), one per line").set_defaults(
         fn=_partitions
     )
+    sub.add_parser(
+        "range-tags", help="print the run tags of a partition range covering every registered partition"
+    ).set_defaults(fn=_range_tags)
     sub.add_parser("where", help="print where the raw store and the lake outputs are").set_defaults(fn=_where)
     args = parser.parse_args(argv)
     return int(args.fn(args))

@@ -6,6 +6,7 @@ from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.config import executor_name, lake_uri, raw_uri
 from asr_distill.jobs import (
     clean_job,
+    cpu_stages_job,
     discover_partitions,
     distill_job,
     index_job,
@@ -37,7 +38,16 @@ def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Def
         executor=_executor(executor_name()),
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[discover_partitions, distill_job, index_job, clean_job, shards_job, labels_job, manifests_job],
+        jobs=[
+            discover_partitions,
+            distill_job,
+            cpu_stages_job,
+            index_job,
+            clean_job,
+            shards_job,
+            labels_job,
+            manifests_job,
+        ],
         sensors=ALL_SENSORS,
         resources={
             "raw": make_storage_resource(raw or raw_uri()),

@@ -10,6 +10,8 @@ import dagster as dg
 # Partitioned asset checks (one check result per partition) are marked "preview" in Dagster 1.13; the
 # lineage relies on them deliberately, so this one notice is silenced rather than printed on every load.
 warnings.filterwarnings("ignore", message=r".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
+# The same for per-asset backfill policies ("beta"): the CPU stages take many partitions per run.
+warnings.filterwarnings("ignore", message=r".*`backfill_policy`.*", category=dg.BetaWarning)
 
 raw_prefix_partitions = dg.DynamicPartitionsDefinition(name="raw_prefix")
 

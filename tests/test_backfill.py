@@ -26,7 +26,7 @@ from dagster._daemon.backfill import execute_backfill_iteration
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from asr_distill import lake as layout
-from asr_distill.assets import audio_index, raw_audio
+from asr_distill.assets import audio_index, cleaned_audio, raw_audio, webdataset_shards
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
 from asr_distill.storage import LocalStorage
@@ -44,19 +44,18 @@ mutation LaunchBackfill($params: LaunchBackfillParams!) {
 }
 """
 
-PARTITIONS = ["en_read", "en_conversational", "broken"]
+PARTITIONS = ["broken", "en_conversational", "en_mixed"]  # contiguous in registration (sorted) order
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
-def test_backfill_of_three_partitions(demo_corpus, tmp_path):
-    raw, report = demo_corpus
-    lake = LocalStorage(tmp_path / "lake")
+def _location(tmp_path: Path, raw_uri: str, lake_uri: str) -> InProcessTestWorkspaceLoadTarget:
     location = tmp_path / "location.py"
     location.write_text(
         "from asr_distill.definitions import build_definitions\n"
-        f"defs = build_definitions(raw={raw.uri!r}, lake={lake.uri!r})\n"
+        f"defs = build_definitions(raw={raw_uri!r}, lake={lake_uri!r})\n"
     )
-    target = InProcessTestWorkspaceLoadTarget(
+    return InProcessTestWorkspaceLoadTarget(
         InProcessCodeLocationOrigin(
             LoadableTargetOrigin(
                 python_file=str(location), attribute="defs", working_directory=str(tmp_path)
@@ -64,27 +63,39 @@ def test_backfill_of_three_partitions(demo_corpus, tmp_path):
             location_name="asr_distill",
         )
     )
+
+
+def _launch_backfill(workspace, assets: list[str], partitions: list[str]) -> str:  # type: ignore[no-untyped-def]
+    """What the UI's "Materialize -> Launch backfill" sends."""
+    result = execute_dagster_graphql(
+        workspace.create_request_context(),
+        LAUNCH_BACKFILL,
+        {"params": {"partitionNames": partitions, "assetSelection": [{"path": [a]} for a in assets]}},
+    )
+    assert result.errors is None
+    launched = result.data["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def test_backfill_of_three_partitions(demo_corpus, tmp_path):
+    """The CPU stages of three partitions run as one run (their backfill policy takes up to 8 partitions
+    per run); every partition still gets its own materialization, metadata and checked outputs."""
+    raw, report = demo_corpus
+    lake = LocalStorage(tmp_path / "lake")
     home = tmp_path / "dagster_home"
     home.mkdir()
     with (
         dg.instance_for_test(
             temp_dir=str(home), synchronous_run_coordinator=True, synchronous_run_launcher=True
         ) as instance,
-        create_test_daemon_workspace_context(target, instance) as workspace,
+        create_test_daemon_workspace_context(_location(tmp_path, raw.uri, lake.uri), instance) as workspace,
     ):
         instance.add_dynamic_partitions(
             raw_prefix_partitions.name, sorted({e.prefix for e in report.entries})
         )
-        result = execute_dagster_graphql(
-            workspace.create_request_context(),
-            LAUNCH_BACKFILL,
-            {"params": {"partitionNames": PARTITIONS, "assetSelection": [{"path": ["audio_index"]}]}},
-        )
-        assert result.errors is None
-        launched = result.data["launchPartitionBackfill"]
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        backfill_id = launched["backfillId"]
-
+        cpu_assets = [audio_index, cleaned_audio, webdataset_shards]
+        backfill_id = _launch_backfill(workspace, [a.key.path[-1] for a in cpu_assets], PARTITIONS)
         logger = logging.getLogger("test_backfill")
         for _ in range(10):
             list(execute_backfill_iteration(workspace, logger))
@@ -93,31 +104,71 @@ def test_backfill_of_three_partitions(demo_corpus, tmp_path):
         assert instance.get_backfill(backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
 
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        assert len(runs) == 1, [r.tags for r in runs]
+        (run,) = runs
+        assert (run.tags[RANGE_START], run.tags[RANGE_END]) == (PARTITIONS[0], PARTITIONS[-1])
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+
+        for asset in cpu_assets:
+            assert instance.get_materialized_partitions(asset.key) == set(PARTITIONS), asset.key
+        n_audio = {
+            p: sum(1 for e in report.entries if e.prefix == p and e.kind == "audio") for p in PARTITIONS
+        }
+        by_partition = {
+            (r.asset_key.path[-1], r.partition_key): r.asset_materialization.metadata
+            for a in cpu_assets
+            for r in instance.fetch_materializations(a.key, limit=10).records
+        }
+        for partition in PARTITIONS:
+            index_md = by_partition["audio_index", partition]
+            assert index_md["rows"].value == n_audio[partition]
+            assert (
+                pq.read_metadata(lake.local_path(layout.audio_index_key(partition))).num_rows
+                == n_audio[partition]
+            )
+            clean_md = by_partition["cleaned_audio", partition]
+            assert clean_md["input_rows"].value == n_audio[partition]
+            assert clean_md["kept"].value + clean_md["quarantined"].value == n_audio[partition]
+            assert by_partition["webdataset_shards", partition]["samples"].value == clean_md["kept"].value
+        assert by_partition["cleaned_audio", "broken"]["quarantined"].value > 0
+        assert not lake.exists(layout.audio_index_key("en_read"))  # not part of the backfill
+
+        # Every check of the three assets ran once over the whole range, and passed.
+        evaluations = [
+            record.dagster_event.event_specific_data
+            for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+        assert {e.asset_key for e in evaluations} == {a.key for a in cpu_assets}
+        failing = [(e.check_name, e.severity) for e in evaluations if not e.passed]
+        # Only the warning on broken/'s probe errors (by design: blocked above 50 %, a warning above 0).
+        assert failing == [("audio_index__probe_error_rate", dg.AssetCheckSeverity.WARN)], failing
+        assert dg.AssetCheckKey(audio_index.key, "audio_index_schema") in {
+            e.asset_check_key for e in evaluations
+        }
+        schema = next(e for e in evaluations if e.check_name == "audio_index_schema")
+        assert schema.metadata["rows_validated"].value == sum(n_audio.values())
+
+
+def test_labelling_backfill_runs_one_partition_per_run(tmp_path):
+    """A labelling backfill asks for one run per partition (queued here, not executed: the queue
+    daemon is not running), so the `gpu` pool and the run queue schedule the cluster per partition."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (tmp_path / "raw").mkdir()
+    queued = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}}
+    with (
+        dg.instance_for_test(temp_dir=str(home), overrides=queued) as instance,
+        create_test_daemon_workspace_context(
+            _location(tmp_path, str(tmp_path / "raw"), str(tmp_path / "lake")), instance
+        ) as workspace,
+    ):
+        instance.add_dynamic_partitions(raw_prefix_partitions.name, PARTITIONS)
+        backfill_id = _launch_backfill(workspace, ["teacher_labels"], PARTITIONS)
+        list(execute_backfill_iteration(workspace, logging.getLogger("test_backfill")))
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
         assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(PARTITIONS)
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-
-        records = instance.fetch_materializations(audio_index.key, limit=10).records
-        assert sorted(r.partition_key for r in records) == sorted(PARTITIONS)
-        assert instance.get_materialized_partitions(audio_index.key) == set(PARTITIONS)
-        for record in records:
-            partition = record.partition_key
-            n_audio = sum(1 for e in report.entries if e.prefix == partition and e.kind == "audio")
-            assert record.asset_materialization.metadata["rows"].value == n_audio
-            assert pq.read_metadata(lake.local_path(layout.audio_index_key(partition))).num_rows == n_audio
-        assert not lake.exists(layout.audio_index_key("en_mixed"))  # not part of the backfill
-
-        schema_check = dg.AssetCheckKey(audio_index.key, "audio_index_schema")
-        for run in runs:
-            evaluations = {
-                (
-                    record.dagster_event.event_specific_data.asset_check_key,
-                    record.dagster_event.event_specific_data.passed,
-                )
-                for record in instance.all_logs(
-                    run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-                )
-            }
-            assert (schema_check, True) in evaluations
+        assert all(RANGE_START not in r.tags for r in runs)
+        assert all(r.status == dg.DagsterRunStatus.QUEUED for r in runs)
 
 
 def _body(path: Path) -> str:

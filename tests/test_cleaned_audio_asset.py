@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from asr_distill import lake as layout
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.assets.audio_index import audio_index
-from asr_distill.assets.cleaned_audio import cleaned_audio
+from asr_distill.assets.cleaned_audio import CleanedAudioConfig, cleaned_audio
 from asr_distill.storage import LocalStorage
 from tests.conftest import register_partitions, stage_resources
 
@@ -66,6 +66,21 @@ def test_clean_broken_partition_accounts_for_every_row(demo_corpus, lake, instan
     md = result.asset_materializations_for_node("cleaned_audio")[0].metadata
     assert md["kept"].value == len(kept) and md["quarantined"].value == len(quarantined)
     assert "truncated" in md["drop_funnel"].value
+    assert md["reused_previous_clean"].value is False
+
+    # Finished work is not redone: same index, rules and duplicates -> the tables are reused as they are.
+    keys = (layout.cleaned_kept_key("broken"), layout.cleaned_quarantine_key("broken"))
+    before = {k: lake.read_bytes(k) for k in keys}
+    again = _run(instance, store, lake, "broken")
+    md_again = again.asset_materializations_for_node("cleaned_audio")[0].metadata
+    assert md_again["reused_previous_clean"].value is True
+    assert {k: lake.read_bytes(k) for k in keys} == before
+    for name in ("kept", "quarantined", "drop_funnel", "duration_histogram", "rms_histogram"):
+        assert md_again[name] == md[name], name
+    # Other rules -> cleaned again.
+    stricter = dg.RunConfig(ops={"cleaned_audio": CleanedAudioConfig(rules={"min_duration_s": 1.5})})
+    changed = _run(instance, store, lake, "broken", run_config=stricter)
+    assert changed.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value is False
 
 
 def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_corpus, tmp_path, instance):
@@ -86,6 +101,17 @@ def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_c
     q = pq.read_table(lake.local_path(layout.cleaned_quarantine_key("copy"))).to_pylist()
     assert sorted(r["duplicate_of"] for r in q) == sorted(originals)
     assert all(r["reasons"] == ["duplicate"] and r["duplicate_of_partition"] == "en_read" for r in q)
+
+    def reused(result: dg.ExecuteInProcessResult) -> bool:
+        return result.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
+
+    # A re-run reuses both partitions (en_read's dependency on "copy" is nil: copy kept nothing of it).
+    assert reused(_run(instance, raw, lake, "copy")) and reused(_run(instance, raw, lake, "en_read"))
+    # The clips "copy" duplicated are gone from the lake: "copy" is cleaned again and keeps them.
+    lake.delete(layout.cleaned_kept_key("en_read"))
+    lake.delete(layout.cleaned_quarantine_key("en_read"))
+    assert not reused(again := _run(instance, raw, lake, "copy"))
+    assert again.asset_materializations_for_node("cleaned_audio")[0].metadata["kept"].value == len(originals)
 
 
 def test_blocking_index_check_stops_clean_in_the_same_run(tmp_path, instance):

@@ -20,6 +20,7 @@ from asr_distill.dbt_like_checks import (
     load_check_specs,
     run_check_sql,
 )
+from asr_distill.dbt_like_checks.engine import run_check_per_partition
 from asr_distill.resources.storage import StorageResource
 from asr_distill.storage import LocalStorage, Storage
 
@@ -142,6 +143,27 @@ def test_accepted_range(tmp_path: Path, items: LocalStorage) -> None:
         tmp_path, items, column_test("v", 'accepted_range: {max_value: "(select max(id) from dlc_other)"}')
     )
     assert sql_bound.failures == 1 and sql_bound.objects == {"dlc_items": 1, "dlc_other": 1}
+
+
+def test_multi_partition_runs_apply_thresholds_per_partition(tmp_path: Path, store: LocalStorage) -> None:
+    """In a run covering several partitions, a percentage threshold holds for each partition: one bad
+    prefix (100 % failing) cannot hide among good ones (under 50 % over the union)."""
+    write(store, "dlc_items", "good", {"v": list(range(10))})
+    write(store, "dlc_items", "bad", {"v": [99, 98]})
+    (spec,) = load(tmp_path, table_test('expression_is_true: {expression: "v < 10", error_if: ">50%"}'))
+    assert run_check_sql(spec, store, ["good", "bad"]).status == "warn"  # the union: 2 of 12 rows, not an error
+    out = run_check_per_partition(spec, store, ["good", "bad"])
+    assert (out.status, out.failures, out.rows_considered) == ("error", 2, 12)
+    assert out.partitions == ("good", "bad") and out.objects == {"dlc_items": 2}
+    assert out.extra["partitions_failing"] == "bad (error: 2)"
+    assert out.sample_columns[0] == "partition" and {r[0] for r in out.sample_rows} == {"bad"}
+    assert "1 of 2 partitions failing" in out.message
+    good = run_check_per_partition(spec, store, ["good"])
+    assert good.passed and good.partitions == ("good",)
+    (warn,) = load(
+        tmp_path, table_test('expression_is_true: {expression: "v < 10", warn_if: ">0", error_if: ">100%"}')
+    )
+    assert run_check_per_partition(warn, store, ["good", "bad"]).status == "warn"
 
 
 def test_relationships(tmp_path: Path, items: LocalStorage) -> None:

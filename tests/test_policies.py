@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS, audio_index
-from asr_distill.assets._policies import IO_RETRY
+from asr_distill.assets._policies import CPU_BACKFILL, IO_RETRY
 from asr_distill.storage import LocalStorage
 from tests.conftest import register_partitions, stage_resources
 
@@ -15,7 +15,15 @@ def test_stage_assets_retry_and_checks_do_not():
     assert {a.key.to_user_string() for a in stages} >= {"audio_index", "cleaned_audio", "webdataset_shards"}
     for asset in stages:
         assert asset.op.retry_policy == IO_RETRY
-        assert asset.backfill_policy is None  # one run per partition, tagged dagster/partition
+        expected = {
+            "audio_index": CPU_BACKFILL,
+            "cleaned_audio": CPU_BACKFILL,
+            "webdataset_shards": CPU_BACKFILL,
+            "teacher_labels": None,  # Dagster's default: one run per partition, tagged dagster/partition
+            "training_manifests": None,  # not partitioned
+        }
+        assert asset.backfill_policy == expected[asset.key.to_user_string()], asset.key
+    assert CPU_BACKFILL.max_partitions_per_run == 8
     assert IO_RETRY.backoff == dg.Backoff.EXPONENTIAL and IO_RETRY.jitter == dg.Jitter.PLUS_MINUS
     for check in ALL_CHECKS:
         assert check.op.retry_policy is None

@@ -41,7 +41,10 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         index = lake / "audio_index" / p / "audio_index.parquet"
         assert str(index) in out
         assert pq.read_metadata(index).num_rows > 0
-    assert out.count("RUN_SUCCESS") == len(partitions)
+    # One run over the range of all partitions, each partition worked through in turn.
+    assert out.count("RUN_SUCCESS") == 1
+    assert f"teacher_labels - partition {len(partitions)}/{len(partitions)}: {partitions[-1]}" in out
+    assert out.count("connected to private local Ray") == 1  # one Ray start for the whole corpus
     # Every partition got its teacher labels (blocking checks, WER < 0.35 on references included, passed:
     # the runs succeeded), one labels file per shard.
     for p in partitions:
@@ -74,10 +77,23 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         [dagster, "job", "execute", "-m", "asr_distill.definitions", "-j", "distill_job", "--tags", tags],
         cwd=clone, env=env, capture_output=True, text=True, timeout=300,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "RUN_SUCCESS" in run.stdout + run.stderr
-    # The index was up to date, so the second run reused it instead of re-probing.
-    assert "listing unchanged" in run.stdout + run.stderr
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    assert "RUN_SUCCESS" in log and "listing unchanged" in log  # the index was current: not re-probed
+    assert "no actors started" in log and "Started a local Ray instance" not in log  # labels current
+    # The CPU stages of a range of partitions in one run:
+    tags = json.dumps(
+        {"dagster/asset_partition_range_start": "broken", "dagster/asset_partition_range_end": "en_mixed"}
+    )
+    run = subprocess.run(
+        [dagster, "job", "execute", "-m", "asr_distill.definitions", "-j", "cpu_stages_job", "--tags", tags],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=300,
+    )
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    assert "RUN_SUCCESS" in log and "partition 3/3: en_mixed" in log
+    # The indexes were up to date, so the run reused them instead of re-probing.
+    assert log.count("listing unchanged") == 3
 
     # `dagster dev -w workspace.yaml` serves the UI with every asset of the lineage.
     _check_dagster_dev_shows_assets(clone, env)

@@ -188,6 +188,19 @@ def test_ray_and_teacher_resources_from_the_environment(monkeypatch):
         TeacherResource(options={"beams": 3}).teacher_config()
 
 
+def test_ray_resources_do_not_connect_when_a_run_initialises_them(monkeypatch):
+    """Dagster rebuilds resources from their config at run start; the lazy lifecycle must survive that,
+    or every run (CPU stages and fast-path labelling included) would start a local Ray cluster."""
+    monkeypatch.setenv("ASR_DISTILL_KUBERAY_IMAGE", "registry.example/asr-distill:1")
+    monkeypatch.setenv("ASR_DISTILL_KUBERAY_CLUSTER", str(REPO_ROOT / "deploy" / "kuberay-cluster.yaml"))
+    for resource in (make_ray_resource("local"), make_ray_resource("ray://head.example:10001")):
+        with dg.build_resources({"ray_cluster": resource}) as built:
+            assert built.ray_cluster.lifecycle.connect is False
+            assert not built.ray_cluster.connected
+    kuberay = make_ray_resource("kuberay")
+    assert kuberay.lifecycle.connect is False  # set explicitly: kept in its config
+
+
 def test_current_json_is_valid_json_with_thresholds(labelled):
     _, _, lake, _ = labelled
     current = json.loads(lake.read_bytes(layout.labels_current_key(PART)))

@@ -1,7 +1,8 @@
 """Execution policies shared by the stage assets."""
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -14,9 +15,48 @@ IO_RETRY = dg.RetryPolicy(
     max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-# Backfills: no BackfillPolicy is set, so Dagster launches one run per partition (tagged
-# dagster/partition). Each stage already uses every core of its machine, and per-partition runs keep
-# metadata, checks and retries per partition.
+# Backfills. The CPU stages (index, clean, shards) take up to CPU_PARTITIONS_PER_RUN partitions per
+# run: a prefix is often small, and one run per prefix would spend more time starting runs (a process,
+# imports, the code location) than working. They loop over the run's partitions, record one
+# materialization with its own metadata per partition, and their checks evaluate every partition of
+# the run. Labelling backfills take one partition per run, so the `gpu` pool and the run queue schedule
+# the cluster one partition at a time and a failure costs one partition of GPU work. It has no policy
+# on purpose: Dagster's default launches one run per partition tagged `dagster/partition` (what the run
+# queue's per-partition limit and the per-partition check results key on), whereas multi_run(1) would
+# tag single-key ranges instead. A range launched by hand (`make demo` does) still works: every asset
+# loops over its run's partitions, and labelling then starts one Ray cluster for all of them.
+CPU_PARTITIONS_PER_RUN = 8
+CPU_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=CPU_PARTITIONS_PER_RUN)
+LABELS_BACKFILL: dg.BackfillPolicy | None = None
+
+
+def run_partitions(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
+    """The partitions of a run: its one partition, or every partition of its range, in order."""
+    if context.has_partition_key:
+        return [context.partition_key]
+    return list(context.partition_keys)
+
+
+def materialize_partitions(
+    context: dg.AssetExecutionContext, one: Callable[[str], Mapping[str, Any]]
+) -> dg.MaterializeResult:
+    """Run ``one(partition)`` for every partition of the run, in order; each partition's materialization
+    gets the metadata ``one`` returned for it."""
+    partitions = run_partitions(context)
+    for i, partition in enumerate(partitions, 1):
+        if len(partitions) > 1:
+            context.log.info(f"partition {i}/{len(partitions)}: {partition}")
+        context.add_asset_metadata(dict(one(partition)), partition_key=partition)
+    return dg.MaterializeResult()
+
+
+def tag_partition(
+    partition: str, problems: list[dict[str, Any]], partitions: list[str]
+) -> list[dict[str, Any]]:
+    """Problems of one partition, with a ``partition`` column when the run covers several."""
+    if len(partitions) == 1:
+        return problems
+    return [{"partition": partition, **p} for p in problems]
 
 
 @contextlib.contextmanager

@@ -1,17 +1,27 @@
 """``audio_index``: one Parquet row per raw audio object of a prefix (probe results + sidecars)."""
 
+from typing import Any
+
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from asr_distill import lake as layout
 from asr_distill.assets._metadata import md_counts, md_histogram, md_table
-from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
+from asr_distill.assets._policies import (
+    CPU_BACKFILL,
+    IO_RETRY,
+    materialize_partitions,
+    permanent_errors_fail_fast,
+    run_partitions,
+)
 from asr_distill.assets.raw_audio import raw_audio
 from asr_distill.partitions import prefix_of, raw_prefix_partitions
 from asr_distill.resources import StorageResource
 from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, build_index
 from asr_distill.stages.index.schema import PROBE_ERRORS, SIDECAR_ERRORS
 from asr_distill.stages.index.validation import validate_index_file
+from asr_distill.storage import Storage
 
 
 class AudioIndexConfig(dg.Config):
@@ -29,6 +39,7 @@ class AudioIndexConfig(dg.Config):
 @dg.asset(
     partitions_def=raw_prefix_partitions,
     retry_policy=IO_RETRY,
+    backfill_policy=CPU_BACKFILL,
     deps=[raw_audio],
     group_name="index",
     code_version=INDEX_VERSION,
@@ -43,9 +54,21 @@ class AudioIndexConfig(dg.Config):
 def audio_index(
     context: dg.AssetExecutionContext, config: AudioIndexConfig, raw: StorageResource, lake: StorageResource
 ) -> dg.MaterializeResult:
-    partition = context.partition_key
     raw_store, lake_store = raw.get(), lake.get()
     options = IndexOptions(workers=config.workers or None, max_in_flight=config.max_in_flight)
+    return materialize_partitions(
+        context, lambda p: _index_partition(context, config, raw_store, lake_store, options, p)
+    )
+
+
+def _index_partition(
+    context: dg.AssetExecutionContext,
+    config: AudioIndexConfig,
+    raw_store: Storage,
+    lake_store: Storage,
+    options: IndexOptions,
+    partition: str,
+) -> dict[str, Any]:
     out_key = layout.audio_index_key(partition)
     context.log.info(f"indexing {raw_store.url(prefix_of(partition))} -> {lake_store.url(out_key)}")
     s = build_index(
@@ -66,34 +89,32 @@ def audio_index(
     else:
         context.log.info(f"{partition}: indexed {s.rows} audio objects in {s.elapsed_s:.1f}s ({rate:,.0f}/s)")
     error_rate = (s.rows - s.ok_rows) / s.rows if s.rows else 0.0
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": s.rows,
-            "path": dg.MetadataValue.path(lake_store.url(out_key)),
-            "rows": s.rows,
-            "readable_rows": s.ok_rows,
-            "probe_error_rows": s.rows - s.ok_rows,
-            "probe_error_rate": round(error_rate, 4),
-            "total_hours": round(s.seconds / 3600, 4),
-            "total_bytes": s.bytes,
-            "rows_with_text": s.with_text,
-            "header_claims_differ": s.truncated,
-            "ignored_objects": s.ignored_objects,
-            "ignored_sample": ", ".join(s.ignored_sample) or "-",
-            "orphan_sidecars": s.orphan_sidecars,
-            "probe_errors": md_counts(s.probe_errors, "probe_error", PROBE_ERRORS),
-            "sidecar_errors": md_counts(s.sidecar_errors, "sidecar_error", SIDECAR_ERRORS),
-            "format_x_sample_rate": md_table(
-                ["container", "sample rate (Hz)", "files"],
-                [(c, r, n) for (c, r), n in sorted(s.format_rate.items())],
-            ),
-            "duration_histogram": md_histogram(DURATION_BINS_S, s.duration_hist, " s"),
-            "reused_previous_index": s.skipped,
-            "elapsed_s": round(s.elapsed_s, 2),
-            "objects_per_s": round(rate, 1),
-            "listing_fingerprint": s.fingerprint,
-        }
-    )
+    return {
+        "dagster/row_count": s.rows,
+        "path": dg.MetadataValue.path(lake_store.url(out_key)),
+        "rows": s.rows,
+        "readable_rows": s.ok_rows,
+        "probe_error_rows": s.rows - s.ok_rows,
+        "probe_error_rate": round(error_rate, 4),
+        "total_hours": round(s.seconds / 3600, 4),
+        "total_bytes": s.bytes,
+        "rows_with_text": s.with_text,
+        "header_claims_differ": s.truncated,
+        "ignored_objects": s.ignored_objects,
+        "ignored_sample": ", ".join(s.ignored_sample) or "-",
+        "orphan_sidecars": s.orphan_sidecars,
+        "probe_errors": md_counts(s.probe_errors, "probe_error", PROBE_ERRORS),
+        "sidecar_errors": md_counts(s.sidecar_errors, "sidecar_error", SIDECAR_ERRORS),
+        "format_x_sample_rate": md_table(
+            ["container", "sample rate (Hz)", "files"],
+            [(c, r, n) for (c, r), n in sorted(s.format_rate.items())],
+        ),
+        "duration_histogram": md_histogram(DURATION_BINS_S, s.duration_hist, " s"),
+        "reused_previous_index": s.skipped,
+        "elapsed_s": round(s.elapsed_s, 2),
+        "objects_per_s": round(rate, 1),
+        "listing_fingerprint": s.fingerprint,
+    }
 
 
 @dg.asset_check(
@@ -103,21 +124,28 @@ def audio_index(
     description="pandera schema of the index (types, ranges, reason codes, row invariants).",
 )
 def audio_index_schema(context: dg.AssetCheckExecutionContext, lake: StorageResource) -> dg.AssetCheckResult:
-    partition = context.partition_key
     store = lake.get()
-    key = layout.audio_index_key(partition)
-    if not store.exists(key):
-        return dg.AssetCheckResult(passed=False, metadata={"error": f"{store.url(key)} was not written"})
-    with store.local_copy(key, suffix=".parquet") as path:
-        rows, failures = validate_index_file(path)
-    if failures is None:
-        return dg.AssetCheckResult(passed=True, metadata={"rows_validated": rows})
-    sample = failures.head(10).astype(str)
-    return dg.AssetCheckResult(
-        passed=False,
-        metadata={
-            "rows_validated": rows,
-            "failure_cases": len(failures),
-            "sample": md_table(list(sample.columns), sample.itertuples(index=False)),
-        },
-    )
+    partitions = run_partitions(context)
+    rows_validated, failure_cases, samples, missing = 0, 0, [], []
+    for partition in partitions:
+        key = layout.audio_index_key(partition)
+        if not store.exists(key):
+            missing.append(store.url(key))
+            continue
+        with store.local_copy(key, suffix=".parquet") as path:
+            rows, failures = validate_index_file(path)
+        rows_validated += rows
+        if failures is not None:
+            failure_cases += len(failures)
+            sample = failures.head(10).astype(str)
+            if len(partitions) > 1:
+                sample.insert(0, "partition", partition)
+            samples.append(sample)
+    metadata: dict[str, Any] = {"rows_validated": rows_validated, "partitions": len(partitions)}
+    if missing:
+        metadata["error"] = "not written: " + ", ".join(missing)
+    if samples:
+        sample = pd.concat(samples).head(10)
+        metadata["failure_cases"] = failure_cases
+        metadata["sample"] = md_table(list(sample.columns), sample.itertuples(index=False))
+    return dg.AssetCheckResult(passed=not missing and not samples, metadata=metadata)

@@ -9,6 +9,7 @@ when every shard of the partition has its labels.
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -19,7 +20,14 @@ from pydantic import Field
 
 from asr_distill import lake as layout
 from asr_distill.assets._metadata import check_result, md_counts, md_table
-from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
+from asr_distill.assets._policies import (
+    IO_RETRY,
+    LABELS_BACKFILL,
+    materialize_partitions,
+    permanent_errors_fail_fast,
+    run_partitions,
+    tag_partition,
+)
 from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
@@ -103,6 +111,7 @@ def _labelled_sha(store: Storage, key: str) -> str | None:
 @dg.asset(
     partitions_def=raw_prefix_partitions,
     retry_policy=IO_RETRY,
+    backfill_policy=LABELS_BACKFILL,
     deps=[webdataset_shards],
     pool="gpu",
     group_name="labels",
@@ -121,8 +130,20 @@ def teacher_labels(
     ray_cluster: RayResource,
     teacher: TeacherResource,
 ) -> dg.MaterializeResult:
-    partition = context.partition_key
     store = lake.get()
+    return materialize_partitions(
+        context, lambda p: _label_partition(context, config, store, ray_cluster, teacher, p)
+    )
+
+
+def _label_partition(
+    context: dg.AssetExecutionContext,
+    config: TeacherLabelsConfig,
+    store: Storage,
+    ray_cluster: RayResource,
+    teacher: TeacherResource,
+    partition: str,
+) -> dict[str, Any]:
     shards = read_table(store, shard_layout(partition, layout.SHARDS).shards_key)
     index = read_table(store, shard_layout(partition, layout.SHARDS).index_key)
     sha_of = dict(
@@ -258,37 +279,35 @@ def teacher_labels(
         f"{partition}: labels for {counts.rows} samples ({counts.errors} errors, {counts.flagged} flagged), "
         f"labels {version} current; {wall:.1f}s"
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": counts.rows,
-            "labels_prefix": dg.MetadataValue.path(store.url(layout.labels_prefix(partition, version))),
-            "labels_version": version,
-            "teacher_fingerprint": fingerprint,
-            "teacher": dg.MetadataValue.json(teacher_cfg),
-            "teacher_model_id": str(teacher_info.get("model_id", "")),
-            "samples": counts.rows,
-            "labelled": counts.labelled,
-            "error_rows": counts.errors,
-            "flagged": counts.flagged,
-            "shards": len(sha_of),
-            "shards_labelled": summary.get("shards_labelled", 0),
-            "shards_skipped": summary.get("shards_skipped", 0),
-            "retries": summary.get("retries", 0),
-            "actor_failures": summary.get("actor_failures", 0),
-            "audio_hours": round(counts.audio_s / 3600, 4),
-            "realtime_factor": round(rtf, 2) if rtf else None,
-            "teacher_decode_s": round(float(summary.get("decode_s", 0.0)), 2),
-            "flags": md_counts(counts.flags, "flag", QUALITY_FLAGS),
-            "error_reasons": md_counts(counts.error_reasons, "reason", ERROR_REASONS),
-            "teacher_vs_reference": md_table(
-                ["metric", "corpus rate", "samples", "reference units"],
-                [(w.metric, round(w.rate, 4), w.samples, w.reference_units) for w in wers],
-            )
-            if wers
-            else dg.MetadataValue.md("_no reference texts_"),
-            "wer_tiers": md_table(["per-sample WER", "samples"], list(wer_tiers(labels).items())),
-        }
-    )
+    return {
+        "dagster/row_count": counts.rows,
+        "labels_prefix": dg.MetadataValue.path(store.url(layout.labels_prefix(partition, version))),
+        "labels_version": version,
+        "teacher_fingerprint": fingerprint,
+        "teacher": dg.MetadataValue.json(teacher_cfg),
+        "teacher_model_id": str(teacher_info.get("model_id", "")),
+        "samples": counts.rows,
+        "labelled": counts.labelled,
+        "error_rows": counts.errors,
+        "flagged": counts.flagged,
+        "shards": len(sha_of),
+        "shards_labelled": summary.get("shards_labelled", 0),
+        "shards_skipped": summary.get("shards_skipped", 0),
+        "retries": summary.get("retries", 0),
+        "actor_failures": summary.get("actor_failures", 0),
+        "audio_hours": round(counts.audio_s / 3600, 4),
+        "realtime_factor": round(rtf, 2) if rtf else None,
+        "teacher_decode_s": round(float(summary.get("decode_s", 0.0)), 2),
+        "flags": md_counts(counts.flags, "flag", QUALITY_FLAGS),
+        "error_reasons": md_counts(counts.error_reasons, "reason", ERROR_REASONS),
+        "teacher_vs_reference": md_table(
+            ["metric", "corpus rate", "samples", "reference units"],
+            [(w.metric, round(w.rate, 4), w.samples, w.reference_units) for w in wers],
+        )
+        if wers
+        else dg.MetadataValue.md("_no reference texts_"),
+        "wer_tiers": md_table(["per-sample WER", "samples"], list(wer_tiers(labels).items())),
+    }
 
 
 def _reader(store: Storage, ray_cluster: RayResource) -> WebDatasetShardReader:
@@ -347,8 +366,31 @@ def _references(store: Storage, partition: str, index: pa.Table) -> dict[str, tu
     name="teacher_labels_checks",
 )
 def teacher_labels_checks(context: dg.AssetCheckExecutionContext, lake: StorageResource):  # type: ignore[no-untyped-def]
-    partition = context.partition_key
     store = lake.get()
+    selected = {k.name for k in context.selected_asset_check_keys}
+    partitions = run_partitions(context)
+    found: dict[str, list[tuple[str, list[dict[str, Any]], dict[str, Any]]]] = {n: [] for n in selected}
+    for partition in partitions:
+        for name, problems, meta in _label_problems(store, partition, selected):
+            found[name].append((partition, problems, meta))
+    for name in sorted(selected):
+        results = found[name]
+        if len(results) == 1:
+            _, problems, meta = results[0]
+            yield check_result(name, problems, meta)
+            continue
+        problems = [q for p, ps, _ in results for q in tag_partition(p, ps, partitions)]
+        columns = sorted({k for _, _, m in results for k, v in m.items() if isinstance(v, int | float | str)})
+        table = md_table(
+            ["partition", *columns], [[p, *(m.get(c, "") for c in columns)] for p, _, m in results]
+        )
+        yield check_result(name, problems, {"partitions": len(results), "per_partition": table})
+
+
+def _label_problems(
+    store: Storage, partition: str, selected: set[str]
+) -> Iterator[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+    """(check name, problems, metadata) of one partition for every selected labels check."""
     current = layout.read_current_labels(store, partition)
     if current is None:
         raise dg.Failure(
@@ -361,18 +403,15 @@ def teacher_labels_checks(context: dg.AssetCheckExecutionContext, lake: StorageR
         else _empty_labels()
     )
     index = read_table(store, shard_layout(partition, layout.SHARDS).index_key)
-    selected = {k.name for k in context.selected_asset_check_keys}
     base = {"labels_version": current["version"], "rows": labels.num_rows}
     if "labels_cover_samples" in selected:
         problems = coverage_problems(index, labels)
-        yield check_result("labels_cover_samples", problems, {**base, "shard_samples": index.num_rows})
+        yield "labels_cover_samples", problems, {**base, "shard_samples": index.num_rows}
     if "labels_flag_rates" in selected:
         counts = count_labels(labels)
         problems = flag_rate_problems(counts, thresholds["max_flag_rates"], thresholds["max_error_row_rate"])
         rates = {f: round(counts.flag_rate(f), 4) for f in sorted(counts.flags)}
-        yield check_result(
-            "labels_flag_rates", problems, {**base, "flag_rates": dg.MetadataValue.json(rates)}
-        )
+        yield "labels_flag_rates", problems, {**base, "flag_rates": dg.MetadataValue.json(rates)}
     if "labels_teacher_wer" in selected:
         cer = frozenset(current["quality"].get("cer_languages", []))
         wers = corpus_error_rates(labels, _references(store, partition, index), cer)
@@ -385,4 +424,4 @@ def teacher_labels_checks(context: dg.AssetCheckExecutionContext, lake: StorageR
         meta = {**base, "max_teacher_wer": limit, "samples_with_reference": sum(w.samples for w in wers)}
         for w in wers:
             meta[f"corpus_{w.metric}"] = round(w.rate, 4)
-        yield check_result("labels_teacher_wer", problems, meta)
+        yield "labels_teacher_wer", problems, meta

@@ -1,6 +1,7 @@
 """``webdataset_shards``: kept clips as duration-bucketed, pre-shuffled, byte-reproducible WebDataset tars."""
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -8,7 +9,14 @@ from pydantic import Field
 
 from asr_distill import lake as layout
 from asr_distill.assets._metadata import check_result, md_counts, md_table
-from asr_distill.assets._policies import IO_RETRY, permanent_errors_fail_fast
+from asr_distill.assets._policies import (
+    CPU_BACKFILL,
+    IO_RETRY,
+    materialize_partitions,
+    permanent_errors_fail_fast,
+    run_partitions,
+    tag_partition,
+)
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
@@ -24,6 +32,7 @@ from asr_distill.stages.shards.verify import (
     load_outputs,
 )
 from asr_distill.stages.shards.writer import read_table
+from asr_distill.storage import Storage
 
 
 class ShardsConfig(dg.Config):
@@ -44,6 +53,7 @@ def _config(overrides: dict[str, Any]) -> ShardConfig:
 @dg.asset(
     partitions_def=raw_prefix_partitions,
     retry_policy=IO_RETRY,
+    backfill_policy=CPU_BACKFILL,
     deps=[cleaned_audio],
     group_name="shards",
     kinds={"webdataset", "parquet"},
@@ -57,10 +67,22 @@ def _config(overrides: dict[str, Any]) -> ShardConfig:
 def webdataset_shards(
     context: dg.AssetExecutionContext, config: ShardsConfig, raw: StorageResource, lake: StorageResource
 ) -> dg.MaterializeResult:
-    partition = context.partition_key
     raw_store, lake_store = raw.get(), lake.get()
-    kept = read_table(lake_store, layout.cleaned_kept_key(partition))
     cfg = _config(config.shards)
+    return materialize_partitions(
+        context, lambda p: _shard_partition(context, config, cfg, raw_store, lake_store, p)
+    )
+
+
+def _shard_partition(
+    context: dg.AssetExecutionContext,
+    config: ShardsConfig,
+    cfg: ShardConfig,
+    raw_store: Storage,
+    lake_store: Storage,
+    partition: str,
+) -> dict[str, Any]:
+    kept = read_table(lake_store, layout.cleaned_kept_key(partition))
     context.log.info(f"{partition}: sharding {kept.num_rows} kept clips")
     s = write_shards(
         kept,
@@ -78,34 +100,32 @@ def webdataset_shards(
         f"{s.shards_reused} reused), {s.bytes_written / 1e6:.1f} MB written in {s.elapsed_s:.1f}s"
     )
     sl = shard_layout(partition, layout.SHARDS)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": s.samples,
-            "shards_prefix": dg.MetadataValue.path(lake_store.url(sl.prefix)),
-            "wids_index": dg.MetadataValue.path(lake_store.url(sl.wids_key)),
-            "kept_rows": kept.num_rows,
-            "samples": s.samples,
-            "hours": round(s.hours, 4),
-            "shards": s.shards,
-            "shards_written": s.shards_written,
-            "shards_reused": s.shards_reused,
-            "bytes_total": s.bytes_total,
-            "bytes_written": s.bytes_written,
-            "failed_samples": len(s.failed) + len(s.rejected),
-            "failures_by_reason": md_counts(d["reasons"], "reason"),
-            "per_bucket": md_table(
-                ["bucket", "shards", "samples", "hours", "MB"],
-                [
-                    (b, v["shards"], v["samples"], round(v["hours"], 4), round(v["bytes"] / 1e6, 2))
-                    for b, v in sorted(d["buckets"].items())
-                ],
-            ),
-            "elapsed_s": d["elapsed_s"],
-            "mb_per_s": d["mb_per_s"],
-            "realtime_factor": d["realtime_factor"],
-            "config_fingerprint": s.config_fingerprint,
-        }
-    )
+    return {
+        "dagster/row_count": s.samples,
+        "shards_prefix": dg.MetadataValue.path(lake_store.url(sl.prefix)),
+        "wids_index": dg.MetadataValue.path(lake_store.url(sl.wids_key)),
+        "kept_rows": kept.num_rows,
+        "samples": s.samples,
+        "hours": round(s.hours, 4),
+        "shards": s.shards,
+        "shards_written": s.shards_written,
+        "shards_reused": s.shards_reused,
+        "bytes_total": s.bytes_total,
+        "bytes_written": s.bytes_written,
+        "failed_samples": len(s.failed) + len(s.rejected),
+        "failures_by_reason": md_counts(d["reasons"], "reason"),
+        "per_bucket": md_table(
+            ["bucket", "shards", "samples", "hours", "MB"],
+            [
+                (b, v["shards"], v["samples"], round(v["hours"], 4), round(v["bytes"] / 1e6, 2))
+                for b, v in sorted(d["buckets"].items())
+            ],
+        ),
+        "elapsed_s": d["elapsed_s"],
+        "mb_per_s": d["mb_per_s"],
+        "realtime_factor": d["realtime_factor"],
+        "config_fingerprint": s.config_fingerprint,
+    }
 
 
 @dg.multi_asset_check(
@@ -143,24 +163,34 @@ def webdataset_shards(
     name="webdataset_shards_checks",
 )
 def webdataset_shards_checks(context: dg.AssetCheckExecutionContext, lake: StorageResource):  # type: ignore[no-untyped-def]
-    partition = context.partition_key
     store = lake.get()
-    index, shards = load_outputs(store, partition, layout.SHARDS)
     selected = {k.name for k in context.selected_asset_check_keys}
+    partitions = run_partitions(context)
+    problems: dict[str, list[dict[str, Any]]] = {name: [] for name in selected}
+    checked: dict[str, int] = dict.fromkeys(selected, 0)
+    for partition in partitions:
+        for name, found, n in _shard_problems(store, partition, selected):
+            problems[name] += tag_partition(partition, found, partitions)
+            checked[name] += n
+    for name in sorted(selected):
+        yield check_result(name, problems[name], {"checked": checked[name], "partitions": len(partitions)})
+
+
+def _shard_problems(store: Storage, partition: str, selected: set[str]) -> Iterator[tuple[str, list, int]]:
+    """(check name, problems, items checked) of one partition for every selected shards check."""
+    index, shards = load_outputs(store, partition, layout.SHARDS)
     # The config that wrote the shards travels in shards.parquet's metadata.
     meta = shards.schema.metadata or {}
     cfg = ShardConfig.from_dict(json.loads(meta[META_CONFIG])) if META_CONFIG in meta else ShardConfig()
     if "shards_cover_kept_rows" in selected:
         kept = read_table(store, layout.cleaned_kept_key(partition)).column("key").to_pylist()
-        yield check_result("shards_cover_kept_rows", check_coverage(kept, index), {"checked": len(kept)})
+        yield "shards_cover_kept_rows", check_coverage(kept, index), len(kept)
     if "shards_tars_open" in selected:
-        yield check_result(
-            "shards_tars_open", check_tars(store, shards, index, cfg), {"checked": shards.num_rows}
-        )
+        yield "shards_tars_open", check_tars(store, shards, index, cfg), shards.num_rows
     if "shards_buckets" in selected:
-        yield check_result("shards_buckets", check_buckets(index, cfg), {"checked": index.num_rows})
+        yield "shards_buckets", check_buckets(index, cfg), index.num_rows
     if "shards_sizes" in selected:
-        problems = check_shard_sizes(shards, cfg) + check_wids(
+        found = check_shard_sizes(shards, cfg) + check_wids(
             store, shard_layout(partition, layout.SHARDS), shards
         )
-        yield check_result("shards_sizes", problems, {"checked": shards.num_rows})
+        yield "shards_sizes", found, shards.num_rows

@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from asr_distill.dbt_like_checks.engine import CheckOutcome, run_check_sql
+from asr_distill.dbt_like_checks.engine import CheckOutcome, run_check_per_partition
 from asr_distill.dbt_like_checks.spec import CheckSpec
 from asr_distill.storage import Storage
 
@@ -117,7 +117,7 @@ def _build_for_asset(
         partitions = _run_partitions(context)
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
             spec = by_key[check_key]
-            outcome = run_check_sql(spec, store, partitions)
+            outcome = run_check_per_partition(spec, store, partitions)
             log = context.log.info if outcome.passed else context.log.warning
             log(f"{spec.asset_path}:{spec.name}: {outcome.status}: {outcome.message}")
             result = outcome_to_result(outcome)

@@ -349,3 +349,49 @@ def _evaluate(
     return CheckOutcome(
         spec, status, failures, considered, message, failing_sql, partitions, objects, columns, rows, extra
     )
+
+
+_SEVERITY_ORDER: dict[str, int] = {"pass": 0, "warn": 1, "error": 2}
+
+
+def run_check_per_partition(
+    spec: CheckSpec, store: Storage, partitions: Sequence[str] | None
+) -> CheckOutcome:
+    """Evaluate ``spec`` for every partition on its own and combine the outcomes (a multi-partition run).
+
+    Thresholds apply per partition, exactly as in one run per partition: a percentage over the union
+    would let one bad prefix hide among good ones. The combined status is the worst one; the sample of
+    failing rows comes from the first partition with that status, with a ``partition`` column.
+    """
+    if partitions is None or len(partitions) <= 1:
+        return run_check_sql(spec, store, partitions)
+    outcomes = [(p, run_check_sql(spec, store, p)) for p in partitions]
+    worst_part, worst = max(outcomes, key=lambda po: _SEVERITY_ORDER[po[1].status])
+    bad = [(p, o) for p, o in outcomes if not o.passed]
+    objects: dict[str, int] = {}
+    for _, o in outcomes:
+        for table, n in o.objects.items():
+            objects[table] = objects.get(table, 0) + n
+    extra: dict[str, Any] = {
+        "partitions_failing": ", ".join(f"{p} ({o.status}: {o.failures})" for p, o in bad) or "none"
+    }
+    if not bad:
+        message = f"passed in all {len(outcomes)} partitions"
+    else:
+        message = f"{len(bad)} of {len(outcomes)} partitions failing; " + "; ".join(
+            f"{p}: {o.message}" for p, o in bad
+        )
+    return CheckOutcome(
+        spec=spec,
+        status=worst.status,
+        failures=sum(o.failures for _, o in outcomes),
+        rows_considered=sum(o.rows_considered for _, o in outcomes),
+        message=message,
+        sql=worst.sql,
+        partitions=tuple(partitions),
+        objects=objects,
+        sample_columns=("partition", *worst.sample_columns) if worst.sample_columns else (),
+        sample_rows=tuple((worst_part, *row) for row in worst.sample_rows),
+        extra=extra,
+        problem=next((f"{p}: {o.problem}" for p, o in bad if o.problem is not None), None),
+    )

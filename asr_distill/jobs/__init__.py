@@ -61,6 +61,13 @@ distill_job = _asset_job(
     teacher_labels,
     training_manifests,
 )
+cpu_stages_job = _asset_job(
+    "cpu_stages_job",
+    "Index, clean and shards (the CPU stages) for one partition or a range of partitions in one run.",
+    audio_index,
+    cleaned_audio,
+    webdataset_shards,
+)
 index_job = _asset_job("index_job", "Only the Parquet index of a partition.", audio_index)
 clean_job = _asset_job(
     "clean_job", "Only the clean stage of a partition (its index must exist).", cleaned_audio
@@ -81,6 +88,7 @@ manifests_job = _asset_job(
 
 __all__ = [
     "clean_job",
+    "cpu_stages_job",
     "shards_job",
     "discover_partitions",
     "distill_job",

@@ -41,6 +41,12 @@ def _lazy() -> Lifecycle:
     return Lifecycle(connect=False)
 
 
+# A plain default, not a default_factory: Dagster rebuilds a resource from its config schema when a
+# run initialises it, and a factory default is lost there (the rebuilt resource would connect, i.e.
+# start a local cluster, at run start).
+_LAZY_FIELD_DESCRIPTION = "connect=False: the step that needs Ray connects"
+
+
 def ensure_connected(resource: RayResource, context: Any) -> None:
     """Connect (``ray.init``) now if the resource was initialised without connecting.
 
@@ -82,7 +88,7 @@ class PrivateLocalRay(LocalRay):
     what the machine has).
     """
 
-    lifecycle: Lifecycle = Field(default_factory=_lazy, description="connect=False: the step connects")
+    lifecycle: Lifecycle = Field(default=_lazy(), description=_LAZY_FIELD_DESCRIPTION)
 
     num_cpus: int | None = Field(default=None, description="CPUs the local cluster offers (default: all)")
     num_gpus: int | None = Field(
@@ -183,7 +189,7 @@ class RemoteRay(RayResource):
     """
 
     address: str = Field(description="ray://host:10001, auto, or host:port")
-    lifecycle: Lifecycle = Field(default_factory=_lazy, description="connect=False: the step connects")
+    lifecycle: Lifecycle = Field(default=_lazy(), description=_LAZY_FIELD_DESCRIPTION)
 
     def connect(self, context: Any) -> Any:
         _shutdown_kept()  # a private local cluster kept by an earlier step of this process

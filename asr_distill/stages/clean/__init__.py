@@ -27,7 +27,14 @@ from asr_distill.stages.clean.schema import (
     FLAGS,
     REASONS,
 )
-from asr_distill.stages.clean.writer import CleanSummary, Histogram, run_clean, write_clean_tables
+from asr_distill.stages.clean.writer import (
+    CleanSummary,
+    Histogram,
+    file_sha256,
+    reusable_clean,
+    run_clean,
+    write_clean_tables,
+)
 
 __all__ = [
     "CHAR_LANGUAGES",
@@ -45,9 +52,11 @@ __all__ = [
     "analyze_clip",
     "clean_partition",
     "default_workers",
+    "file_sha256",
     "load_known_hashes",
     "pcm16",
     "read_index_rows",
+    "reusable_clean",
     "run_clean",
     "subsampled_frames",
     "text_stats",

@@ -80,3 +80,7 @@ INDEX_COLUMNS = tuple(AUDIO_INDEX_SCHEMA.names)
 # Keys of the Parquet key-value metadata written with both tables.
 META_CONFIG = b"asr_distill.clean.config"
 META_VERSION = b"asr_distill.clean.schema_version"
+# Written into kept.parquet when a run finishes: what it was computed from, and its summary (re-runs
+# with the same inputs reuse the tables instead of decoding again).
+META_INPUTS = b"asr_distill.clean.inputs"
+META_SUMMARY = b"asr_distill.clean.summary"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from asr_distill.stages.clean.schema import (
     CLEAN_SCHEMA,
     FLAGS,
     META_CONFIG,
+    META_INPUTS,
+    META_SUMMARY,
     META_VERSION,
     REASONS,
     SCHEMA_VERSION,
@@ -134,6 +138,29 @@ class CleanSummary:
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CleanSummary:
+        """The summary :meth:`to_dict` gave (histograms included)."""
+
+        def hist(h: Mapping[str, Any], unit: str) -> Histogram:
+            return Histogram(tuple(h["edges"]), unit, list(h["kept"]), list(h["quarantined"]))
+
+        return cls(
+            partition=d["partition"],
+            total=d["total"],
+            kept=d["kept"],
+            quarantined=d["quarantined"],
+            kept_hours=d["kept_hours"],
+            quarantined_hours=d["quarantined_hours"],
+            reason_counts={**dict.fromkeys(REASONS, 0), **d["reason_counts"]},
+            funnel={**dict.fromkeys(REASONS, 0), **d["funnel"]},
+            flag_counts={**dict.fromkeys(FLAGS, 0), **d["flag_counts"]},
+            decode_errors=dict(d["decode_errors"]),
+            duration_hist=hist(d["duration_hist"], " s"),
+            rms_hist=hist(d["rms_hist"], " dBFS"),
+            elapsed_s=d.get("elapsed_s", 0.0),
+        )
+
     def funnel_text(self) -> str:
         """The drop funnel as lines of text (for logs)."""
         lines = [f"input {self.total}"]
@@ -152,6 +179,52 @@ def _schema_with_meta(config: CleanConfig) -> pa.Schema:
     )
 
 
+def _relevant_known(hashes: Iterable[str | None], known: KnownHashes) -> list[list[str]]:
+    """The entries of ``known`` a partition with these content hashes depends on (its only
+    dependency on other partitions: which of its clips duplicate clips kept elsewhere)."""
+    return sorted([h, *known[h]] for h in set(hashes) if h is not None and h in known)
+
+
+def _inputs_record(index_sha256: str, config: CleanConfig, relevant: list[list[str]]) -> bytes:
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "index_sha256": index_sha256,
+        "config": json.loads(config.to_json()),
+        "known_duplicates": relevant,
+    }
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def reusable_clean(
+    lake: Storage,
+    *,
+    kept_key: str,
+    quarantine_key: str,
+    index_sha256: str,
+    config: CleanConfig,
+    known_hashes: KnownHashes | None = None,
+) -> CleanSummary | None:
+    """The summary of the existing tables when a run with these inputs would write them again
+    byte for byte (same index file, same config, same duplicates among other partitions' kept clips);
+    None when the partition must be cleaned."""
+    if not (lake.exists(kept_key) and lake.exists(quarantine_key)):
+        return None
+    try:
+        with lake.local_copy(kept_key, suffix=".parquet") as path:
+            meta = pq.read_metadata(path).metadata or {}  # key-values added when the file closed
+            kept_hashes = pq.read_table(path, columns=["pcm_sha256"]).column(0).to_pylist()
+        if META_INPUTS not in meta or META_SUMMARY not in meta:
+            return None
+        with lake.local_copy(quarantine_key, suffix=".parquet") as path:
+            q_hashes = pq.read_table(path, columns=["pcm_sha256"]).column(0).to_pylist()
+        relevant = _relevant_known([*kept_hashes, *q_hashes], known_hashes or {})
+        if meta[META_INPUTS] != _inputs_record(index_sha256, config, relevant):
+            return None
+        return CleanSummary.from_dict(json.loads(meta[META_SUMMARY]))
+    except (OSError, ValueError, KeyError, pa.ArrowException):  # unreadable: clean again
+        return None
+
+
 def write_clean_tables(
     batches: Iterable[list[Row]],
     lake: Storage,
@@ -160,14 +233,19 @@ def write_clean_tables(
     quarantine_key: str,
     config: CleanConfig,
     compression: str = "zstd",
+    index_sha256: str | None = None,
+    known_hashes: KnownHashes | None = None,
 ) -> CleanSummary:
     """Write result batches into the kept and quarantine Parquet objects of ``lake``.
 
     Both objects are staged locally and appear only if every batch was written (an exception leaves
     whatever the keys held before). Empty tables are written too, so downstream always finds both.
+    With ``index_sha256`` (the sha256 of the index file the rows came from), kept.parquet also records
+    the run's inputs and summary, so :func:`reusable_clean` can tell a later run nothing changed.
     """
     schema = _schema_with_meta(config)
     summary = CleanSummary()
+    hashes: list[str | None] = []
     start = time.monotonic()
     with (
         lake.staged_file(quarantine_key, suffix=".parquet") as q_path,
@@ -180,12 +258,24 @@ def write_clean_tables(
             quarantined_rows: list[Row] = []
             for row in batch:
                 summary.add(row)
+                hashes.append(row.get("pcm_sha256"))
                 (kept_rows if row["keep"] else quarantined_rows).append(row)
             if kept_rows:
                 kw.write_table(pa.Table.from_pylist(kept_rows, schema=schema))
             if quarantined_rows:
                 qw.write_table(pa.Table.from_pylist(quarantined_rows, schema=schema))
-    summary.elapsed_s = time.monotonic() - start
+        summary.elapsed_s = time.monotonic() - start
+        if index_sha256 is not None:
+            relevant = _relevant_known(hashes, known_hashes or {})
+            kw.add_key_value_metadata(
+                {
+                    META_INPUTS: _inputs_record(index_sha256, config, relevant),
+                    # without elapsed_s: the same inputs give byte-identical files
+                    META_SUMMARY: json.dumps(
+                        {k: v for k, v in summary.to_dict().items() if k != "elapsed_s"}, sort_keys=True
+                    ).encode(),
+                }
+            )
     return summary
 
 
@@ -202,11 +292,13 @@ def run_clean(
     executor: Executor = "process",
     progress: Callable[[CleanProgress], None] | None = None,
     progress_every_s: float = 10.0,
+    index_sha256: str | None = None,
 ) -> CleanSummary:
     """Clean one partition end to end: :func:`clean_partition` -> :func:`write_clean_tables`.
 
     ``rows``: the partition's ``audio_index`` rows sorted by key; ``raw``: the store holding the audio;
     ``lake``: where the two tables go (``kept_key``, ``quarantine_key``). Returns the summary.
+    ``index_sha256``: see :func:`write_clean_tables`.
     """
     cfg = config or CleanConfig()
     batches = clean_partition(
@@ -219,4 +311,17 @@ def run_clean(
         progress=progress,
         progress_every_s=progress_every_s,
     )
-    return write_clean_tables(batches, lake, kept_key=kept_key, quarantine_key=quarantine_key, config=cfg)
+    return write_clean_tables(
+        batches,
+        lake,
+        kept_key=kept_key,
+        quarantine_key=quarantine_key,
+        config=cfg,
+        index_sha256=index_sha256,
+        known_hashes=known_hashes,
+    )
+
+
+def file_sha256(lake: Storage, key: str) -> str:
+    """sha256 of an object's bytes (the index file a clean run reads)."""
+    return hashlib.sha256(lake.read_bytes(key)).hexdigest()
