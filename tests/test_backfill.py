@@ -10,7 +10,10 @@ for a queue daemon and a run worker.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -231,3 +234,47 @@ def test_instance_templates(demo_corpus, tmp_path, monkeypatch):
         "secret",
         "postgresql+psycopg2",
     )
+
+
+SYNC_INSTANCE = """\
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster._core.run_coordinator.sync_in_memory_run_coordinator
+  class: SyncInMemoryRunCoordinator
+run_launcher:
+  module: dagster._core.launcher.sync_in_memory_run_launcher
+  class: SyncInMemoryRunLauncher
+"""
+
+
+def test_backfill_from_the_cli(demo_corpus, tmp_path):
+    """`dagster job backfill` (the README's CLI line) over the demo partitions. The instance uses
+    Dagster's synchronous coordinator and launcher, so the CLI process executes the runs itself instead
+    of queueing them for a daemon."""
+    raw, report = demo_corpus
+    lake = LocalStorage(tmp_path / "lake")
+    location = tmp_path / "location.py"
+    location.write_text(
+        "from asr_distill.definitions import build_definitions\n"
+        f"defs = build_definitions(raw={raw.uri!r}, lake={lake.uri!r})\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(SYNC_INSTANCE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASR_DISTILL_", "DAGSTER_"))}
+    env["DAGSTER_HOME"] = str(home)
+    partitions = sorted({e.prefix for e in report.entries})
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(raw_prefix_partitions.name, partitions)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    proc = subprocess.run(
+        [dagster, "job", "backfill", "-f", str(location), "-j", "index_job", "--all", "all", "--noprompt"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == partitions
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS and "dagster/backfill" in r.tags for r in runs)
+        assert instance.get_materialized_partitions(audio_index.key) == set(partitions)
