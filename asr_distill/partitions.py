@@ -9,7 +9,9 @@ import dagster as dg
 
 # Partitioned asset checks (one check result per partition) are marked "preview" in Dagster 1.13; the
 # lineage relies on them deliberately, so this one notice is silenced rather than printed on every load.
-warnings.filterwarnings("ignore", message=r".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
+warnings.filterwarnings(
+    "ignore", message=r".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning
+)
 # The same for per-asset backfill policies ("beta"): the CPU stages take many partitions per run.
 warnings.filterwarnings("ignore", message=r".*`backfill_policy`.*", category=dg.BetaWarning)
 
@@ -26,3 +28,13 @@ def is_valid_partition_name(name: str) -> bool:
 def prefix_of(partition_key: str) -> str:
     """The raw-store key prefix of a partition."""
     return f"{partition_key}/"
+
+
+def run_partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
+    """The partitions a run covers, in order: its one key, every key of its range, or [] when the run
+    is not partitioned."""
+    if context.has_partition_key:
+        return [context.partition_key]
+    if context.has_partition_key_range:
+        return list(context.partition_keys)
+    return []

@@ -52,12 +52,18 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
-def _location(tmp_path: Path, raw_uri: str, lake_uri: str) -> InProcessTestWorkspaceLoadTarget:
+def _location_file(tmp_path: Path, raw_uri: str, lake_uri: str) -> Path:
+    """A code location file: the project's definitions on these stores."""
     location = tmp_path / "location.py"
     location.write_text(
         "from asr_distill.definitions import build_definitions\n"
         f"defs = build_definitions(raw={raw_uri!r}, lake={lake_uri!r})\n"
     )
+    return location
+
+
+def _location(tmp_path: Path, raw_uri: str, lake_uri: str) -> InProcessTestWorkspaceLoadTarget:
+    location = _location_file(tmp_path, raw_uri, lake_uri)
     return InProcessTestWorkspaceLoadTarget(
         InProcessCodeLocationOrigin(
             LoadableTargetOrigin(
@@ -254,11 +260,7 @@ def test_backfill_from_the_cli(demo_corpus, tmp_path):
     of queueing them for a daemon."""
     raw, report = demo_corpus
     lake = LocalStorage(tmp_path / "lake")
-    location = tmp_path / "location.py"
-    location.write_text(
-        "from asr_distill.definitions import build_definitions\n"
-        f"defs = build_definitions(raw={raw.uri!r}, lake={lake.uri!r})\n"
-    )
+    location = _location_file(tmp_path, raw.uri, lake.uri)
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(SYNC_INSTANCE)

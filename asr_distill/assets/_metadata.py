@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -61,3 +61,34 @@ def check_result(
         cols = list(dict.fromkeys(k for p in sample for k in p))
         meta["sample"] = md_table(cols, [[p.get(c, "") for c in cols] for p in sample])
     return dg.AssetCheckResult(check_name=name, passed=not problems, metadata=meta)
+
+
+# (check name, problems, metadata) of one partition
+PartitionFindings = Iterable[tuple[str, list[dict[str, Any]], dict[str, Any]]]
+
+
+def partition_check_results(
+    names: Iterable[str], partitions: Sequence[str], findings: Callable[[str], PartitionFindings]
+) -> Iterator[dg.AssetCheckResult]:
+    """One result per check name over every partition of a run.
+
+    With one partition the result is that partition's problems and metadata. With several, the
+    problems of all partitions (with a ``partition`` column) and a per-partition table of the scalar
+    metadata; the check fails when any partition has a problem.
+    """
+    found: dict[str, list[tuple[str, list[dict[str, Any]], dict[str, Any]]]] = {n: [] for n in names}
+    for partition in partitions:
+        for name, problems, meta in findings(partition):
+            found[name].append((partition, problems, meta))
+    for name in sorted(found):
+        results = found[name]
+        if len(results) == 1:
+            _, problems, meta = results[0]
+            yield check_result(name, problems, meta)
+            continue
+        problems = [{"partition": p, **q} for p, ps, _ in results for q in ps]
+        columns = sorted({k for _, _, m in results for k, v in m.items() if isinstance(v, int | float | str)})
+        table = md_table(
+            ["partition", *columns], [[p, *(m.get(c, "") for c in columns)] for p, _, m in results]
+        )
+        yield check_result(name, problems, {"partitions": len(results), "per_partition": table})

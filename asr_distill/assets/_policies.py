@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from asr_distill.partitions import run_partition_keys
 from asr_distill.storage import InvalidKeyError, ObjectNotFoundError, StorageAccessDeniedError
 
 # Stage steps read and write object storage: a transient failure (network, a node lost mid-step) is
@@ -30,33 +31,17 @@ CPU_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=CPU_PARTITIONS
 LABELS_BACKFILL: dg.BackfillPolicy | None = None
 
 
-def run_partitions(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
-    """The partitions of a run: its one partition, or every partition of its range, in order."""
-    if context.has_partition_key:
-        return [context.partition_key]
-    return list(context.partition_keys)
-
-
 def materialize_partitions(
     context: dg.AssetExecutionContext, one: Callable[[str], Mapping[str, Any]]
 ) -> dg.MaterializeResult:
     """Run ``one(partition)`` for every partition of the run, in order; each partition's materialization
     gets the metadata ``one`` returned for it."""
-    partitions = run_partitions(context)
+    partitions = run_partition_keys(context)
     for i, partition in enumerate(partitions, 1):
         if len(partitions) > 1:
             context.log.info(f"partition {i}/{len(partitions)}: {partition}")
         context.add_asset_metadata(dict(one(partition)), partition_key=partition)
     return dg.MaterializeResult()
-
-
-def tag_partition(
-    partition: str, problems: list[dict[str, Any]], partitions: list[str]
-) -> list[dict[str, Any]]:
-    """Problems of one partition, with a ``partition`` column when the run covers several."""
-    if len(partitions) == 1:
-        return problems
-    return [{"partition": partition, **p} for p in problems]
 
 
 @contextlib.contextmanager

@@ -13,10 +13,9 @@ from asr_distill.assets._policies import (
     IO_RETRY,
     materialize_partitions,
     permanent_errors_fail_fast,
-    run_partitions,
 )
 from asr_distill.assets.raw_audio import raw_audio
-from asr_distill.partitions import prefix_of, raw_prefix_partitions
+from asr_distill.partitions import prefix_of, raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
 from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, build_index
 from asr_distill.stages.index.schema import PROBE_ERRORS, SIDECAR_ERRORS
@@ -125,7 +124,7 @@ def _index_partition(
 )
 def audio_index_schema(context: dg.AssetCheckExecutionContext, lake: StorageResource) -> dg.AssetCheckResult:
     store = lake.get()
-    partitions = run_partitions(context)
+    partitions = run_partition_keys(context)
     rows_validated, failure_cases, samples, missing = 0, 0, [], []
     for partition in partitions:
         key = layout.audio_index_key(partition)

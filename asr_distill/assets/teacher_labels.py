@@ -9,7 +9,6 @@ when every shard of the partition has its labels.
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -19,17 +18,15 @@ from dagster_ray import RayResource
 from pydantic import Field
 
 from asr_distill import lake as layout
-from asr_distill.assets._metadata import check_result, md_counts, md_table
+from asr_distill.assets._metadata import PartitionFindings, md_counts, md_table, partition_check_results
 from asr_distill.assets._policies import (
     IO_RETRY,
     LABELS_BACKFILL,
     materialize_partitions,
     permanent_errors_fail_fast,
-    run_partitions,
-    tag_partition,
 )
 from asr_distill.assets.webdataset_shards import webdataset_shards
-from asr_distill.partitions import raw_prefix_partitions
+from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
 from asr_distill.resources.ray import PrivateLocalRay, ensure_connected
 from asr_distill.resources.teacher import TeacherResource
@@ -368,28 +365,12 @@ def _references(store: Storage, partition: str, index: pa.Table) -> dict[str, tu
 def teacher_labels_checks(context: dg.AssetCheckExecutionContext, lake: StorageResource):  # type: ignore[no-untyped-def]
     store = lake.get()
     selected = {k.name for k in context.selected_asset_check_keys}
-    partitions = run_partitions(context)
-    found: dict[str, list[tuple[str, list[dict[str, Any]], dict[str, Any]]]] = {n: [] for n in selected}
-    for partition in partitions:
-        for name, problems, meta in _label_problems(store, partition, selected):
-            found[name].append((partition, problems, meta))
-    for name in sorted(selected):
-        results = found[name]
-        if len(results) == 1:
-            _, problems, meta = results[0]
-            yield check_result(name, problems, meta)
-            continue
-        problems = [q for p, ps, _ in results for q in tag_partition(p, ps, partitions)]
-        columns = sorted({k for _, _, m in results for k, v in m.items() if isinstance(v, int | float | str)})
-        table = md_table(
-            ["partition", *columns], [[p, *(m.get(c, "") for c in columns)] for p, _, m in results]
-        )
-        yield check_result(name, problems, {"partitions": len(results), "per_partition": table})
+    yield from partition_check_results(
+        selected, run_partition_keys(context), lambda p: _label_problems(store, p, selected)
+    )
 
 
-def _label_problems(
-    store: Storage, partition: str, selected: set[str]
-) -> Iterator[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+def _label_problems(store: Storage, partition: str, selected: set[str]) -> PartitionFindings:
     """(check name, problems, metadata) of one partition for every selected labels check."""
     current = layout.read_current_labels(store, partition)
     if current is None:

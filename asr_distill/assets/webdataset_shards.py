@@ -1,24 +1,21 @@
 """``webdataset_shards``: kept clips as duration-bucketed, pre-shuffled, byte-reproducible WebDataset tars."""
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from asr_distill import lake as layout
-from asr_distill.assets._metadata import check_result, md_counts, md_table
+from asr_distill.assets._metadata import PartitionFindings, md_counts, md_table, partition_check_results
 from asr_distill.assets._policies import (
     CPU_BACKFILL,
     IO_RETRY,
     materialize_partitions,
     permanent_errors_fail_fast,
-    run_partitions,
-    tag_partition,
 )
 from asr_distill.assets.cleaned_audio import cleaned_audio
-from asr_distill.partitions import raw_prefix_partitions
+from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
 from asr_distill.stages.shards import ShardConfig, write_shards
 from asr_distill.stages.shards.layout import shard_layout
@@ -165,32 +162,26 @@ def _shard_partition(
 def webdataset_shards_checks(context: dg.AssetCheckExecutionContext, lake: StorageResource):  # type: ignore[no-untyped-def]
     store = lake.get()
     selected = {k.name for k in context.selected_asset_check_keys}
-    partitions = run_partitions(context)
-    problems: dict[str, list[dict[str, Any]]] = {name: [] for name in selected}
-    checked: dict[str, int] = dict.fromkeys(selected, 0)
-    for partition in partitions:
-        for name, found, n in _shard_problems(store, partition, selected):
-            problems[name] += tag_partition(partition, found, partitions)
-            checked[name] += n
-    for name in sorted(selected):
-        yield check_result(name, problems[name], {"checked": checked[name], "partitions": len(partitions)})
+    yield from partition_check_results(
+        selected, run_partition_keys(context), lambda p: _shard_problems(store, p, selected)
+    )
 
 
-def _shard_problems(store: Storage, partition: str, selected: set[str]) -> Iterator[tuple[str, list, int]]:
-    """(check name, problems, items checked) of one partition for every selected shards check."""
+def _shard_problems(store: Storage, partition: str, selected: set[str]) -> PartitionFindings:
+    """(check name, problems, metadata) of one partition for every selected shards check."""
     index, shards = load_outputs(store, partition, layout.SHARDS)
     # The config that wrote the shards travels in shards.parquet's metadata.
     meta = shards.schema.metadata or {}
     cfg = ShardConfig.from_dict(json.loads(meta[META_CONFIG])) if META_CONFIG in meta else ShardConfig()
     if "shards_cover_kept_rows" in selected:
         kept = read_table(store, layout.cleaned_kept_key(partition)).column("key").to_pylist()
-        yield "shards_cover_kept_rows", check_coverage(kept, index), len(kept)
+        yield "shards_cover_kept_rows", check_coverage(kept, index), {"checked": len(kept)}
     if "shards_tars_open" in selected:
-        yield "shards_tars_open", check_tars(store, shards, index, cfg), shards.num_rows
+        yield "shards_tars_open", check_tars(store, shards, index, cfg), {"checked": shards.num_rows}
     if "shards_buckets" in selected:
-        yield "shards_buckets", check_buckets(index, cfg), index.num_rows
+        yield "shards_buckets", check_buckets(index, cfg), {"checked": index.num_rows}
     if "shards_sizes" in selected:
         found = check_shard_sizes(shards, cfg) + check_wids(
             store, shard_layout(partition, layout.SHARDS), shards
         )
-        yield "shards_sizes", found, shards.num_rows
+        yield "shards_sizes", found, {"checked": shards.num_rows}

@@ -7,6 +7,7 @@ import dagster as dg
 
 from asr_distill.dbt_like_checks.engine import CheckOutcome, run_check_per_partition
 from asr_distill.dbt_like_checks.spec import CheckSpec
+from asr_distill.partitions import run_partition_keys
 from asr_distill.storage import Storage
 
 
@@ -22,15 +23,6 @@ def _store_of(resource: Any) -> Storage:
     raise TypeError(
         f"the lake resource must be a StorageResource or a Storage, got {type(resource).__name__}"
     )
-
-
-def _run_partitions(context: dg.AssetCheckExecutionContext) -> list[str] | None:
-    """The partition(s) of the run: one key, the keys of a range, or None for an unpartitioned run."""
-    if context.has_partition_key:
-        return [context.partition_key]
-    if context.has_partition_key_range:
-        return list(context.partition_keys)
-    return None
 
 
 def outcome_metadata(outcome: CheckOutcome) -> dict[str, Any]:
@@ -114,7 +106,7 @@ def _build_for_asset(
     )
     def _checks(context: dg.AssetCheckExecutionContext):  # type: ignore[no-untyped-def]
         store = _store_of(getattr(context.resources, lake_resource_key))
-        partitions = _run_partitions(context)
+        partitions = run_partition_keys(context) or None
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
             spec = by_key[check_key]
             outcome = run_check_per_partition(spec, store, partitions)
@@ -148,5 +140,6 @@ def build_asset_checks(
     for spec in specs:
         grouped.setdefault(spec.asset_path, []).append(spec)
     return [
-        _build_for_asset(path, group, lake_resource_key, partitions_def) for path, group in sorted(grouped.items())
+        _build_for_asset(path, group, lake_resource_key, partitions_def)
+        for path, group in sorted(grouped.items())
     ]
