@@ -9,6 +9,7 @@ when every shard of the partition has its labels.
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -128,9 +129,27 @@ def teacher_labels(
     teacher: TeacherResource,
 ) -> dg.MaterializeResult:
     store = lake.get()
-    return materialize_partitions(
-        context, lambda p: _label_partition(context, config, store, ray_cluster, teacher, p)
-    )
+    pools: list[LabelPool] = []
+
+    def pool() -> LabelPool:
+        """One actor pool for every partition of the run: the teacher loads once per run, not per partition."""
+        if not pools:
+            ensure_connected(ray_cluster, context)
+            quality = QualityConfig(**config.quality)
+            context.log.info(
+                f"starting {teacher.num_actors} {teacher.backend} teacher actor(s) "
+                f"({teacher.num_cpus:g} CPU, {teacher.num_gpus:g} GPU each) on {ray_cluster.name}"
+            )
+            pools.append(LabelPool(teacher.teacher_config(), teacher.pool_config(), quality).start())
+        return pools[0]
+
+    try:
+        return materialize_partitions(
+            context, lambda p: _label_partition(context, config, store, ray_cluster, teacher, p, pool)
+        )
+    finally:
+        for started in pools:
+            started.close()
 
 
 def _label_partition(
@@ -140,6 +159,7 @@ def _label_partition(
     ray_cluster: RayResource,
     teacher: TeacherResource,
     partition: str,
+    get_pool: Callable[[], LabelPool],
 ) -> dict[str, Any]:
     shards = read_table(store, shard_layout(partition, layout.SHARDS).shards_key)
     index = read_table(store, shard_layout(partition, layout.SHARDS).index_key)
@@ -182,57 +202,51 @@ def _label_partition(
         )
         summary = {"shards_seen": len(sha_of), "shards_skipped": len(sha_of), "shards_labelled": 0}
     else:
-        ensure_connected(ray_cluster, context)
-        pool = LabelPool(teacher.teacher_config(), teacher.pool_config(), quality)
+        pool = get_pool()
+        fingerprint, teacher_info = pool.fingerprint, pool.teacher_info
+        version = labels_version(fingerprint)
+        done = {
+            sid
+            for sid, sha in sha_of.items()
+            if _labelled_sha(store, layout.labels_key(partition, version, sid)) == sha
+        }
+        todo = len(sha_of) - len(done)
         context.log.info(
-            f"{partition}: starting {teacher.num_actors} {teacher.backend} teacher actor(s) "
-            f"({teacher.num_cpus:g} CPU, {teacher.num_gpus:g} GPU each) on {ray_cluster.name}"
+            f"{partition}: teacher {fingerprint[:16]} -> labels {version}; {len(done)} of "
+            f"{len(sha_of)} shards already labelled, {todo} to go"
         )
-        with pool:
-            fingerprint, teacher_info = pool.fingerprint, pool.teacher_info
-            version = labels_version(fingerprint)
-            done = {
-                sid
-                for sid, sha in sha_of.items()
-                if _labelled_sha(store, layout.labels_key(partition, version, sid)) == sha
-            }
-            todo = len(sha_of) - len(done)
+        progress = {"shards": 0, "rows": 0, "audio_s": 0.0}
+
+        def on_result(r: ShardResult) -> None:
+            meta = dict(r.table.schema.metadata or {})
+            meta[META_SHARD_SHA256] = sha_of[r.shard_id].encode()
+            # Measured decode times differ run to run: they go to the metadata, not the files, so
+            # the same shards and teacher give byte-identical labels (and manifest versions).
+            i = r.table.schema.get_field_index("decode_time_s")
+            table = r.table.set_column(i, "decode_time_s", pa.nulls(r.table.num_rows, pa.float64()))
+            write_labels(
+                store,
+                layout.labels_key(partition, version, r.shard_id),
+                table.replace_schema_metadata(meta),
+            )
+            progress["shards"] += 1
+            progress["rows"] += r.stats.rows
+            progress["audio_s"] += r.stats.audio_s
+            wall = time.monotonic() - t0
             context.log.info(
-                f"{partition}: teacher {fingerprint[:16]} -> labels {version}; {len(done)} of "
-                f"{len(sha_of)} shards already labelled, {todo} to go"
+                f"{partition}: {progress['shards']}/{todo} shards, {progress['rows']} samples "
+                f"({r.stats.errors} errors, {r.stats.flagged} flagged in {r.shard_id.rsplit('/', 2)[-2]}/"
+                f"{r.shard_id.rsplit('/', 1)[-1]}); {progress['audio_s'] / max(wall, 1e-9):.1f}x real time"
             )
-            progress = {"shards": 0, "rows": 0, "audio_s": 0.0}
 
-            def on_result(r: ShardResult) -> None:
-                meta = dict(r.table.schema.metadata or {})
-                meta[META_SHARD_SHA256] = sha_of[r.shard_id].encode()
-                # Measured decode times differ run to run: they go to the metadata, not the files, so
-                # the same shards and teacher give byte-identical labels (and manifest versions).
-                i = r.table.schema.get_field_index("decode_time_s")
-                table = r.table.set_column(i, "decode_time_s", pa.nulls(r.table.num_rows, pa.float64()))
-                write_labels(
-                    store,
-                    layout.labels_key(partition, version, r.shard_id),
-                    table.replace_schema_metadata(meta),
-                )
-                progress["shards"] += 1
-                progress["rows"] += r.stats.rows
-                progress["audio_s"] += r.stats.audio_s
-                wall = time.monotonic() - t0
-                context.log.info(
-                    f"{partition}: {progress['shards']}/{todo} shards, {progress['rows']} samples "
-                    f"({r.stats.errors} errors, {r.stats.flagged} flagged in {r.shard_id.rsplit('/', 2)[-2]}/"
-                    f"{r.shard_id.rsplit('/', 1)[-1]}); {progress['audio_s'] / max(wall, 1e-9):.1f}x real time"
-                )
-
-            def on_failure(f: ShardFailure) -> None:
-                context.log.error(
-                    f"{partition}: shard {f.shard_id} failed after {f.attempts} attempt(s): {f.kind}: {f.error}"
-                )
-
-            run = pool.run(
-                sorted(sha_of), _reader(store, ray_cluster), on_result, done=done, on_failure=on_failure
+        def on_failure(f: ShardFailure) -> None:
+            context.log.error(
+                f"{partition}: shard {f.shard_id} failed after {f.attempts} attempt(s): {f.kind}: {f.error}"
             )
+
+        run = pool.run(
+            sorted(sha_of), _reader(store, ray_cluster), on_result, done=done, on_failure=on_failure
+        )
         summary = run.to_dict()
         if run.failures:
             raise dg.Failure(

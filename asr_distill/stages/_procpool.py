@@ -24,6 +24,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Generic, Literal, TypeVar
@@ -88,6 +89,29 @@ def _run_chunk(chunk: list[Any]) -> list[Any]:
 
 
 # -- driver side ------------------------------------------------------------------------------
+FORKSERVER_MAIN_ENV = "ASR_DISTILL_FORKSERVER_MAIN"
+
+
+def _main_preload() -> list[str]:
+    """Preload modules that make the forkserver import this process's main script once.
+
+    A worker forked by the forkserver imports the parent's main script again (as ``__mp_main__``)
+    unless the forkserver already did. For the ``dagster`` command (``dagster job execute``,
+    ``make demo``) that is all of Dagster: about a second of CPU per worker, per pool, i.e. per
+    partition of each stage. ``set_forkserver_preload(["__main__"])`` should do this, but CPython 3.11
+    never hands the script's path to the forkserver, so :mod:`._forkserver_main` does it, reading the
+    path from :data:`FORKSERVER_MAIN_ENV`. Nothing is needed for ``python -m ...`` (pytest, Dagster's
+    step processes): workers do not import a main module run by name. The preload list counts only
+    when the forkserver starts (the first pool of a process).
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is not None or not path:
+        return []
+    os.environ[FORKSERVER_MAIN_ENV] = os.path.abspath(path)
+    return [f"{__package__}._forkserver_main"]
+
+
 class OrderedPool(Generic[T, R]):
     """Ordered, bounded ``fn(chunk, *args)`` over chunks of items; see the module docstring.
 
@@ -122,7 +146,7 @@ class OrderedPool(Generic[T, R]):
         if self.kind == "thread":
             return cf.ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__, *self.preload])
+        ctx.set_forkserver_preload([*_main_preload(), __name__, *self.preload])
         pool = cf.ProcessPoolExecutor(
             self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.fn, self.args)
         )
