@@ -13,6 +13,10 @@ export ASR_DISTILL_RAW ?= $(CURDIR)/data/raw
 export ASR_DISTILL_LAKE ?= $(CURDIR)/data/lake
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
+# Let Python cache bytecode in .venv and the package. With PYTHONDONTWRITEBYTECODE set (many container
+# and CI images set it) every process (each CLI call, each Ray worker, each test subprocess) compiles
+# its imports again: about 9 s of CPU for Dagster and the project's modules.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install sysdeps venv dagster-home demo-corpus demo test lint format bench clean
 
