@@ -6,7 +6,9 @@ old ones. ``current.json`` names the version downstream stages read; it is repla
 when every shard of the partition has its labels.
 """
 
+import contextlib
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -129,27 +131,23 @@ def teacher_labels(
     teacher: TeacherResource,
 ) -> dg.MaterializeResult:
     store = lake.get()
-    pools: list[LabelPool] = []
+    with contextlib.ExitStack() as actors:
 
-    def pool() -> LabelPool:
-        """One actor pool for every partition of the run: the teacher loads once per run, not per partition."""
-        if not pools:
+        @functools.cache
+        def pool() -> LabelPool:
+            """One actor pool for every partition of the run: the teacher loads once per run, not per
+            partition, and only when a partition has something to label."""
             ensure_connected(ray_cluster, context)
-            quality = QualityConfig(**config.quality)
             context.log.info(
                 f"starting {teacher.num_actors} {teacher.backend} teacher actor(s) "
                 f"({teacher.num_cpus:g} CPU, {teacher.num_gpus:g} GPU each) on {ray_cluster.name}"
             )
-            pools.append(LabelPool(teacher.teacher_config(), teacher.pool_config(), quality).start())
-        return pools[0]
+            quality = QualityConfig(**config.quality)
+            return actors.enter_context(LabelPool(teacher.teacher_config(), teacher.pool_config(), quality))
 
-    try:
         return materialize_partitions(
             context, lambda p: _label_partition(context, config, store, ray_cluster, teacher, p, pool)
         )
-    finally:
-        for started in pools:
-            started.close()
 
 
 def _label_partition(

@@ -9,7 +9,9 @@ script itself, as Python does by default.
 import os
 from multiprocessing import process, spawn
 
-_path = os.environ.get("ASR_DISTILL_FORKSERVER_MAIN")
+from asr_distill.stages._procpool import FORKSERVER_MAIN_ENV
+
+_path = os.environ.get(FORKSERVER_MAIN_ENV)
 if _path and os.path.isfile(_path):
     process.current_process()._inheriting = True  # type: ignore[attr-defined]
     try:

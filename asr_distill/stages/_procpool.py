@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 import pickle
@@ -92,6 +93,7 @@ def _run_chunk(chunk: list[Any]) -> list[Any]:
 FORKSERVER_MAIN_ENV = "ASR_DISTILL_FORKSERVER_MAIN"
 
 
+@functools.cache
 def _main_preload() -> list[str]:
     """Preload modules that make the forkserver import this process's main script once.
 
@@ -102,7 +104,7 @@ def _main_preload() -> list[str]:
     never hands the script's path to the forkserver, so :mod:`._forkserver_main` does it, reading the
     path from :data:`FORKSERVER_MAIN_ENV`. Nothing is needed for ``python -m ...`` (pytest, Dagster's
     step processes): workers do not import a main module run by name. The preload list counts only
-    when the forkserver starts (the first pool of a process).
+    when the forkserver starts (the first pool of a process); the answer is computed once.
     """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
