@@ -100,8 +100,9 @@ $(VLLM_VENV)/.installed: requirements-vllm.txt
 	$(VLLM_VENV)/bin/python -c 'import vllm, transformers, faster_whisper'
 	@touch $@
 
-# A separate step, not part of `make test` (the runtime .venv has no vLLM; its tests skip there).
+# A separate step, not part of `make test` (the runtime .venv has no vLLM; its tests skip there). No conftest:
+# the vLLM environment has no Dagster (these tests need none of its fixtures).
 test-vllm: venv venv-vllm
-	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 ASR_DISTILL_CACHE=$$(mktemp -d) PYTHONPATH=$(CURDIR) \
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$(CURDIR) \
 	  flock /tmp/asr_distill-test-vllm.lock \
-	  $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_ct2_to_hf.py tests/test_vllm_engine.py
+	  $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider --noconftest tests/test_ct2_to_hf.py tests/test_vllm_engine.py

@@ -43,7 +43,11 @@ def vllm_teacher(hf_dir: Path):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     teacher = VllmConfig(
-        model=str(hf_dir), language="en", dtype="float32", engine_args={"enforce_eager": True}
+        model=str(hf_dir),
+        family="whisper",
+        language="en",
+        dtype="float32",
+        engine_args={"enforce_eager": True},
     ).build()
     yield teacher
     teacher.close()

