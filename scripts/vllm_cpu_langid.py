@@ -21,7 +21,8 @@ SENTENCES = {
     "de": ("de", "Das Wetter ist heute kalt und windig, am Abend kann es regnen."),
     "es": ("es", "El tiempo hoy es frío y ventoso, con posibilidad de lluvia por la tarde."),
     "fr": ("fr", "Le temps est froid et venteux aujourd'hui, avec un risque de pluie ce soir."),
-    "ja": ("ja", "今日は寒くて風が強く、夕方には雨が降るかもしれません。"),
+    # espeak-ng reads kanji as "Chinese letter": kana only
+    "ja": ("ja", "きょうは さむくて かぜが つよいです。ゆうがたには あめが ふるかもしれません。"),
 }
 
 

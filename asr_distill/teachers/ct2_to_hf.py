@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 MANIFEST = "ct2_to_hf_manifest.json"
 SOURCE_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 CACHE_ENV = "ASR_DISTILL_CACHE"
@@ -438,7 +438,7 @@ def _tokenizer_config(tok: Mapping[str, Any]) -> dict[str, Any]:
         "eos_token": "<|endoftext|>",
         "unk_token": "<|endoftext|>",
         "pad_token": "<|endoftext|>",
-        "clean_up_tokenization_spaces": True,
+        "clean_up_tokenization_spaces": False,  # transformers 5 ignores True for BPE (with a warning)
         "errors": "replace",
         "model_max_length": 1024,
         "added_tokens_decoder": decoder,
