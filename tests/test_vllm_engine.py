@@ -98,3 +98,41 @@ def test_fingerprint_names_the_converted_model(vllm_teacher, hf_dir: Path) -> No
     assert fields["backend"] == "vllm" and fields["model_id"] == str(hf_dir)
     assert fields["model_sha256"] not in ("unverified", None)
     assert ct2_to_hf.verify(hf_dir)["sources"]["model.bin"].startswith("1a5afae0")
+
+
+# -- language detection: needs a multilingual Whisper (base, assembled by asr_distill.teachers.models) --------
+LANG_SENTENCES = {
+    "en": ("en", "The weather today is cold and windy with a chance of rain in the evening."),
+    "de": ("de", "Das Wetter ist heute kalt und windig, am Abend kann es regnen."),
+    "es": ("es", "El tiempo hoy es frío y ventoso, con posibilidad de lluvia por la tarde."),
+    "fr": ("fr", "Le temps est froid et venteux aujourd'hui, avec un risque de pluie ce soir."),
+    # espeak-ng reads kanji as "Chinese letter": kana only
+    "ja": ("ja", "きょうは さむくて かぜが つよいです。ゆうがたには あめが ふるかもしれません。"),
+}
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("asr_distill.teachers.models") is None,
+    reason="Whisper base is not shipped in this checkout (asr_distill.teachers.models)",
+)
+def test_vllm_detects_languages_with_whisper_base(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from asr_distill.stages.labels.testing import espeak
+    from asr_distill.teachers import ct2_to_hf
+    from asr_distill.teachers.vllm_backend import VllmConfig
+
+    models = importlib.import_module("asr_distill.teachers.models")  # the Whisper base wheels' cache
+    hf = ct2_to_hf.convert(models.ensure_model_dir(), tmp_path_factory.mktemp("hf") / "base")
+    clips = [(lang, espeak(text, voice=voice)) for lang, (voice, text) in LANG_SENTENCES.items()]
+    teacher = VllmConfig(
+        model=str(hf), family="whisper", language=None, dtype="float32", engine_args={"enforce_eager": True}
+    ).build()
+    try:
+        got = teacher.transcribe(clips)
+    finally:
+        teacher.close()
+    assert all(r.ok and r.language_detected for r in got), [r.error_detail for r in got]
+    detected = {r.key: r.language for r in got}
+    assert detected["ja"] == "ja" and sum(k == v for k, v in detected.items()) >= 4, detected
+    for r in got:
+        assert r.language_probability is not None and 0.0 < r.language_probability <= 1.0
+        assert r.text
