@@ -457,6 +457,12 @@ class VllmTeacher(Teacher):
             raise RuntimeError(f"vllm returned {len(outs)} outputs for {len(prompts)} prompts")
         return list(outs)
 
+    def close(self) -> None:
+        """Shut the engine down (its worker processes would otherwise live until interpreter exit)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            _shutdown_engine(engine)
+
     def _detect_languages(
         self, items: Sequence[tuple[str, np.ndarray]]
     ) -> list[tuple[str | None, float | None]]:
@@ -525,6 +531,14 @@ class VllmTeacher(Teacher):
                 r = replace(r, language_probability=prob, language_detected=lang is not None)
             results.append(r)
         return results
+
+
+def _shutdown_engine(engine: Any) -> None:
+    """Stop a ``vllm.LLM``'s engine-core processes now (vLLM 0.3x: ``llm_engine.engine_core.shutdown``)."""
+    core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+    shutdown = getattr(core, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def _plain_sampling_params(**kwargs: Any) -> dict[str, Any]:
