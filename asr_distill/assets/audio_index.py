@@ -40,7 +40,7 @@ class AudioIndexConfig(dg.Config):
     retry_policy=IO_RETRY,
     backfill_policy=CPU_BACKFILL,
     deps=[raw_audio],
-    group_name="index",
+    group_name="ingest",
     code_version=INDEX_VERSION,
     kinds={"parquet"},
     description=(
