@@ -11,12 +11,14 @@ This module closes the gap for run workers on this machine:
    id, pid namespace, pid and the process's start time (so a reused pid is not mistaken for the worker).
    :func:`with_run_recovery` wraps the code location's executor to do this first thing in the run worker,
    before any step claims a pool slot, whatever the executor (in-process, multiprocess, k8s).
-2. :func:`reap_dead_runs` finds runs in progress whose recorded worker ran in this pid namespace of this
-   boot of this host and is gone (no such process, a zombie, or the pid now belongs to another process).
-   It frees their pool slots and pending claims, then marks each one FAILED (CANCELED if it was being
-   canceled) with a message that says what happened. Runs whose worker ran elsewhere, or that carry no
-   record, are never touched: liveness cannot be checked from here (see the README's recovery section
-   for the Dagster settings that cover multi-host deployments).
+2. :func:`reap_dead_runs` finds runs whose recorded worker ran in this pid namespace of this boot of this
+   host and is gone (no such process, a zombie, or the pid now belongs to another process). It frees
+   their pool slots and pending claims; a run still in progress is then marked FAILED (CANCELED if it
+   was being canceled) with a message that says what happened. (A run that already ended keeps its
+   status: the code server that launched a daemon run marks it failed when its worker dies, but leaves
+   its slots to Dagster's ``free_slots_after_run_end_seconds``.) Runs whose worker ran elsewhere, or
+   that carry no record, are never touched: liveness cannot be checked from here (see the README's
+   recovery section for the Dagster settings that cover multi-host deployments).
 3. The reaper runs at the start of every run (in the wrapped executor, before the first claim) and on
    every tick of :data:`run_reaper_sensor` (every :data:`REAPER_INTERVAL_SECONDS` seconds while a daemon
    runs), which also unblocks queued runs that the run queue holds back behind a dead run.
@@ -207,6 +209,14 @@ def _fmt(items: Sequence[tuple[str, str]]) -> str:
     return ", ".join(f"{pool} ({step})" for pool, step in items) or "none"
 
 
+def _local_worker(run: dg.DagsterRun) -> RunWorker | None:
+    worker = RunWorker.from_tag(run.tags.get(TAG_RUN_WORKER))
+    # A tag copied from a parent run (re-execution) names the parent's worker, not this run's.
+    if worker is None or worker.run_id != run.run_id or not worker.is_local():
+        return None
+    return worker
+
+
 def reap_dead_runs(
     instance: dg.DagsterInstance,
     *,
@@ -214,55 +224,75 @@ def reap_dead_runs(
     exclude_run_id: str | None = None,
     is_gone: Callable[[RunWorker], str | None] = why_gone,
 ) -> list[ReapedRun]:
-    """End every in-progress run whose recorded worker ran here and is gone; free what it held.
+    """Free what runs whose recorded worker ran here and is gone still hold; end those still in progress.
 
-    ``seen_by`` names who noticed (a run id, the sensor) in the failure message. Safe to call from several
+    Two cases: a run still in progress (nothing reported its end: ``dagster job execute`` killed, or the
+    code server that launched it died too) is marked FAILED (CANCELED if canceling); a run that already
+    ended (the code server that launched the worker reports a dead worker's run failed, but does not free
+    its slots) keeps its status and gets an engine event. Both get their pool slots and pending claims freed.
+
+    ``seen_by`` names who noticed (a run id, the sensor) in the messages. Safe to call from several
     processes at once: a run is re-read just before it is ended, and freeing twice frees nothing.
     """
+    storage = instance.event_log_storage
+    holdings = _holdings(instance)
     candidates: list[tuple[dg.DagsterRun, RunWorker, str]] = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_PROGRESS)):
+    in_progress = instance.get_runs(filters=dg.RunsFilter(statuses=_IN_PROGRESS))
+    ended_holders = [
+        run
+        for run in (instance.get_runs(filters=dg.RunsFilter(run_ids=sorted(holdings))) if holdings else [])
+        if run.is_finished
+    ]
+    for run in [*in_progress, *ended_holders]:
         if run.run_id == exclude_run_id:
             continue
-        worker = RunWorker.from_tag(run.tags.get(TAG_RUN_WORKER))
-        # A tag copied from a parent run (re-execution) names the parent's worker, not this run's.
-        if worker is None or worker.run_id != run.run_id or not worker.is_local():
-            continue
-        cause = is_gone(worker)
-        if cause is not None:
+        worker = _local_worker(run)
+        cause = is_gone(worker) if worker is not None else None
+        if worker is not None and cause is not None:
             candidates.append((run, worker, cause))
-    if not candidates:
-        return []
 
-    holdings = _holdings(instance)
     reaped: list[ReapedRun] = []
     for run, worker, cause in candidates:
         current = instance.get_run_by_id(run.run_id)
-        if current is None or current.status not in _IN_PROGRESS:
+        if current is None:
+            continue
+        was_ended = run.is_finished
+        if not was_ended and current.status not in _IN_PROGRESS:
             continue  # ended meanwhile (it reported after all, or another reaper got there first)
         slots, pending = holdings.get(run.run_id, ([], []))
-        if instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        canceling = current.status == dg.DagsterRunStatus.CANCELING
-        message = (
-            f"{worker.describe()} is gone ({cause}): the run was killed without reporting its end "
-            f"(SIGKILL, out of memory or a lost machine) while {current.status.value}; marked "
-            f"{'canceled' if canceling else 'failed'} by {seen_by}. Freed its pool slots: {_fmt(slots)}; "
-            f"pending pool claims: {_fmt(pending)}."
-        )
-        if canceling:
-            instance.report_run_canceled(current, message)
-        else:
-            instance.report_run_failed(
-                current,
-                message,
-                JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
+        if storage.supports_global_concurrency_limits:
+            storage.free_concurrency_slots_for_run(run.run_id)
+        freed = f"Freed its pool slots: {_fmt(slots)}; pending pool claims: {_fmt(pending)}."
+        if was_ended:
+            new_status = current.status.value
+            message = (
+                f"{worker.describe()} is gone ({cause}) and the run ended ({new_status}) without releasing "
+                f"its pool slots; freed by {seen_by}: pool slots {_fmt(slots)}; pending pool claims "
+                f"{_fmt(pending)}."
             )
+            instance.report_engine_event(message, current)
+        else:
+            canceling = current.status == dg.DagsterRunStatus.CANCELING
+            new_status = "CANCELED" if canceling else "FAILURE"
+            message = (
+                f"{worker.describe()} is gone ({cause}): the run was killed without reporting its end "
+                f"(SIGKILL, out of memory or a lost machine) while {current.status.value}; marked "
+                f"{'canceled' if canceling else 'failed'} by {seen_by}. {freed}"
+            )
+            if canceling:
+                instance.report_run_canceled(current, message)
+            else:
+                instance.report_run_failed(
+                    current,
+                    message,
+                    JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
+                )
         reaped.append(
             ReapedRun(
                 run_id=run.run_id,
                 job_name=run.job_name,
                 previous_status=current.status.value,
-                new_status="CANCELED" if canceling else "FAILURE",
+                new_status=new_status,
                 worker=worker,
                 cause=cause,
                 freed_slots=list(slots),
@@ -399,9 +429,11 @@ def _slots(instance: dg.DagsterInstance) -> int:
         info = storage.get_concurrency_info(pool)
         print(f"pool {pool}: {len(info.claimed_slots)} of {info.slot_count} slots claimed")
         rows = [("holds", s.run_id, s.step_key) for s in info.claimed_slots]
+        claimed = {(s.run_id, s.step_key) for s in info.claimed_slots}
         rows += [
             ("assigned" if p.assigned_timestamp else "waits", p.run_id, p.step_key)
             for p in info.pending_steps
+            if (p.run_id, p.step_key) not in claimed  # a claimed step keeps its assigned row
         ]
         for what, run_id, step in rows:
             run = instance.get_run_by_id(run_id)

@@ -171,6 +171,40 @@ def test_reused_pid_counts_as_gone_and_canceling_runs_end_canceled(pool_instance
     assert reap_dead_runs(inst) == []
 
 
+def test_ended_run_of_a_dead_worker_gets_its_slots_freed(pool_instance):
+    """What the code server does when a daemon-launched run worker dies: it marks the run failed at once but
+    leaves its slots held (Dagster frees them only after ``free_slots_after_run_end_seconds``)."""
+    inst = pool_instance
+    dead, live = Proc(), Proc()
+    try:
+        gone = make_new_run_id()
+        inst.add_run(dg.DagsterRun(job_name="labels_job", run_id=gone, status=dg.DagsterRunStatus.STARTED,
+                                   tags={TAG_RUN_WORKER: dead.worker(gone).to_tag()}))  # fmt: skip
+        assert _claim(inst, gone)
+        dead.kill()
+        inst.report_run_failed(inst.get_run_by_id(gone))  # what the code server reports
+        ended_alive = make_new_run_id()
+        inst.add_run(dg.DagsterRun(job_name="labels_job", run_id=ended_alive, status=dg.DagsterRunStatus.STARTED,
+                                   tags={TAG_RUN_WORKER: live.worker(ended_alive).to_tag()}))  # fmt: skip
+        assert not _claim(inst, ended_alive)  # waits behind `gone`
+        inst.report_run_failed(inst.get_run_by_id(ended_alive))
+
+        [r] = reap_dead_runs(inst, seen_by="the test")
+        assert (r.run_id, r.previous_status, r.new_status) == (gone, "FAILURE", "FAILURE")
+        assert r.freed_slots == [(POOL, STEP)]
+        events = inst.get_records_for_run(gone, of_type=DagsterEventType.ENGINE_EVENT).records
+        text = events[-1].event_log_entry.dagster_event.message
+        assert "ended (FAILURE) without releasing its pool slots; freed by the test" in text
+        info = inst.event_log_storage.get_concurrency_info(POOL)
+        assert gone not in {s.run_id for s in info.claimed_slots} | {p.run_id for p in info.pending_steps}
+        # A run whose worker still lives keeps its claim: Dagster's free_slots_after_run_end_seconds covers it.
+        assert ended_alive in {p.run_id for p in info.pending_steps}
+    finally:
+        for p in (dead, live):
+            p.popen.kill()
+            p.popen.wait()
+
+
 def test_reaper_sensor_ends_dead_runs(pool_instance):
     inst = pool_instance
     proc = Proc()
