@@ -153,19 +153,25 @@ def why_gone(worker: RunWorker) -> str | None:
     if worker.pidns is not None:
         stat = _proc_stat(worker.pid)
         if stat is None:
-            return "no such process"
+            # /proc may hide other users' processes (mount option hidepid): ask the kernel before judging.
+            return _kill_probe(worker.pid)
         state, start = stat
         if worker.start is not None and start != worker.start:
             return "its pid now belongs to another process"
         if state in ("Z", "X"):
             return "the process has exited (a zombie not yet reaped by its parent)"
         return None
+    return _kill_probe(worker.pid)
+
+
+def _kill_probe(pid: int) -> str | None:
+    """Signal 0 checks that a pid exists without touching the process."""
     try:
-        os.kill(worker.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return "no such process"
     except PermissionError:
-        return None  # exists, owned by someone else
+        return None  # exists, owned by another user
     return None
 
 

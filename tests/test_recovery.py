@@ -221,6 +221,46 @@ def test_reaper_sensor_ends_dead_runs(pool_instance):
     assert inst.event_log_storage.get_concurrency_info(POOL).claimed_slots == []
 
 
+def test_operator_commands(tmp_path, monkeypatch, capsys):
+    from asr_distill.recovery import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+    )
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    dead = Proc()
+    run_id = make_new_run_id()
+    with dg.DagsterInstance.get() as inst:
+        inst.add_run(dg.DagsterRun(job_name="labels_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                                   tags={TAG_RUN_WORKER: dead.worker(run_id).to_tag()}))  # fmt: skip
+        inst.event_log_storage.set_concurrency_slots(POOL, 1)
+        assert _claim(inst, run_id)
+    dead.kill()
+    assert main(["slots"]) == 0
+    out = capsys.readouterr().out
+    assert f"pool {POOL}: 1 of 1 slots claimed" in out
+    assert f"holds    run {run_id} step {STEP} [STARTED] run worker pid {dead.popen.pid}" in out
+    assert "GONE (no such process)" in out
+    assert main(["reap"]) == 0
+    assert "1 dead run(s) recovered" in capsys.readouterr().out
+    assert main(["slots"]) == 0
+    assert f"pool {POOL}: 0 of 1 slots claimed" in capsys.readouterr().out
+
+    # `free` works on any run, wherever its worker ran.
+    other = make_new_run_id()
+    with dg.DagsterInstance.get() as inst:
+        inst.add_run(dg.DagsterRun(job_name="labels_job", run_id=other, status=dg.DagsterRunStatus.STARTED))
+        assert _claim(inst, other)
+    assert main(["free", other, "--mark-failed"]) == 0
+    assert f"freed slots {POOL} ({STEP})" in capsys.readouterr().out
+    with dg.DagsterInstance.get() as inst:
+        assert inst.get_run_by_id(other).status == dg.DagsterRunStatus.FAILURE
+        assert inst.event_log_storage.get_concurrency_info(POOL).claimed_slots == []
+    assert main(["free", "no-such-run"]) == 1
+
+
 def test_wrapped_executor_keeps_the_executor():
     from asr_distill.definitions import build_definitions
 
@@ -278,7 +318,17 @@ def _killpg(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def test_sigkilled_cli_run_frees_its_pool_slot_for_the_next_run(tmp_path):
+def _wait_for(what: str, done, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 240
+    while not done():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{what}: {log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def test_sigkilled_cli_runs_free_their_pool_slot_and_claim_for_the_next_run(tmp_path):
+    """Run 1 holds the gpu pool's only slot, run 2 waits for it; both are killed (SIGKILL to the process
+    group, as the OOM killer or `kill -9` would), so neither reports its end. Run 3 must complete."""
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
@@ -293,42 +343,58 @@ def test_sigkilled_cli_run_frees_its_pool_slot_for_the_next_run(tmp_path):
         "RECOVERY_TEST_LAKE": str(tmp_path / "lake"),
         "PYTHONWARNINGS": "ignore",
     }
+    logs = [tmp_path / f"run{i}.log" for i in (1, 2, 3)]
 
-    first = _execute(location, env, tmp_path / "first.log")
+    first = _execute(location, env, logs[0])
+    second = None
     try:
-        deadline = time.monotonic() + 240
-        while not list(work.glob("started-*")):
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the first run never started its step"
-            time.sleep(0.1)
+        _wait_for("run 1 never started its step", lambda: list(work.glob("started-*")), first, logs[0])
+        second = _execute(location, env, logs[1])
+        _wait_for(
+            "run 2 never waited for the pool",
+            lambda: "Step blocked by limit for pool gpu" in logs[1].read_text(),
+            second,
+            logs[1],
+        )
     finally:
-        _killpg(first)  # SIGKILL to the process group: nothing reports the run's end
-    killed_run = next(work.glob("started-*")).name.removeprefix("started-")
+        if second is not None:
+            _killpg(second)  # killed while waiting: leaves a pending claim
+        _killpg(first)  # killed inside the step: leaves its slot claimed
+    holder = next(work.glob("started-*")).name.removeprefix("started-")
     with dg.DagsterInstance.from_config(str(home)) as inst:
-        assert inst.get_run_by_id(killed_run).status == dg.DagsterRunStatus.STARTED
-        held = inst.event_log_storage.get_concurrency_info(POOL).claimed_slots
-        assert [(s.run_id, s.step_key) for s in held] == [(killed_run, "pooled_probe")]
+        runs = {r.run_id: r for r in inst.get_runs()}
+        (waiter,) = set(runs) - {holder}
+        assert {r.status for r in runs.values()} == {dg.DagsterRunStatus.STARTED}
+        info = inst.event_log_storage.get_concurrency_info(POOL)
+        assert [(s.run_id, s.step_key) for s in info.claimed_slots] == [(holder, "pooled_probe")]
+        assert waiter in info.pending_run_ids
 
     (work / "release").touch()
-    second = _execute(location, env, tmp_path / "second.log")
+    third = _execute(location, env, logs[2])
     try:
-        rc = second.wait(timeout=180)  # without recovery: blocked on the pool for good
+        rc = third.wait(timeout=180)  # without recovery: blocked on the pool for good
     except subprocess.TimeoutExpired:
         rc = None
     finally:
-        _killpg(second)
-    log = (tmp_path / "second.log").read_text()
+        _killpg(third)
+    log = logs[2].read_text()
     assert rc == 0, log[-3000:]
 
     with dg.DagsterInstance.from_config(str(home)) as inst:
         runs = {r.run_id: r for r in inst.get_runs()}
-        assert len(runs) == 2
-        (next_run,) = set(runs) - {killed_run}
-        assert runs[next_run].status == dg.DagsterRunStatus.SUCCESS
-        assert runs[killed_run].status == dg.DagsterRunStatus.FAILURE
-        msg = _end_message(inst, killed_run, DagsterEventType.RUN_FAILURE)
-        assert f"run worker pid {first.pid} on host {_node()[0]} is gone (no such process)" in msg
-        assert f"at the start of run {next_run}" in msg
-        assert "Freed its pool slots: gpu (pooled_probe)" in msg
-        assert inst.event_log_storage.get_concurrency_info(POOL).claimed_slots == []
-    assert f"Recovered run {killed_run}" in log
+        assert len(runs) == 3
+        (last,) = set(runs) - {holder, waiter}
+        assert runs[last].status == dg.DagsterRunStatus.SUCCESS
+        host = _node()[0]
+        for run_id, proc, slots, pending in [
+            (holder, first, "gpu (pooled_probe)", "none"),
+            (waiter, second, "none", "gpu (pooled_probe)"),
+        ]:
+            assert runs[run_id].status == dg.DagsterRunStatus.FAILURE
+            msg = _end_message(inst, run_id, DagsterEventType.RUN_FAILURE)
+            assert f"run worker pid {proc.pid} on host {host} is gone (no such process)" in msg
+            assert f"marked failed by asr_distill recovery at the start of run {last}" in msg
+            assert f"Freed its pool slots: {slots}; pending pool claims: {pending}." in msg
+            assert f"Recovered run {run_id}" in log
+        info = inst.event_log_storage.get_concurrency_info(POOL)
+        assert info.claimed_slots == [] and info.pending_steps == []
