@@ -353,6 +353,8 @@ def _record_and_reap(plan_context: PlanOrchestrationContext) -> Iterator[Dagster
         )
         return
     for r in reaped:
+        # A warning in this run's log (shown by `make demo` and the CLI), with the details as an engine event.
+        plan_context.log.warning(f"recovered run {r.run_id} ({r.job_name}): {r.message}")
         yield DagsterEvent.engine_event(
             plan_context,
             f"Recovered run {r.run_id} ({r.job_name}): {r.message}",
