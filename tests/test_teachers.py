@@ -92,9 +92,9 @@ def test_invalid_clips_are_never_sent(teacher, speech, monkeypatch) -> None:
     sent: list[str] = []
     real = teacher._one
 
-    def spy(key: str, audio: np.ndarray):
+    def spy(key: str, audio: np.ndarray, *rest):
         sent.append(key)
-        return real(key, audio)
+        return real(key, audio, *rest)
 
     monkeypatch.setattr(teacher, "_one", spy)
     good = speech[0][1]
