@@ -32,12 +32,17 @@ def _english_voice(name: str, synth: Synthesizer) -> Voice:
 
 
 def mixed_partition(
-    prefix: str = MIXED_PREFIX, *, synth: Synthesizer | None = None, use_flite: bool = True
+    prefix: str = MIXED_PREFIX,
+    *,
+    synth: Synthesizer | None = None,
+    use_flite: bool = True,
+    clips: int | None = None,
 ) -> list[PartitionObject]:
-    """Objects of the mixed-language partition in key order (audio + ``.txt`` sidecar per clip)."""
+    """Objects of the mixed-language partition in key order (audio + ``.txt`` sidecar per clip);
+    ``clips``: only the first ones (tests)."""
     synth = synth or Synthesizer(use_flite=use_flite)
     objs: list[PartitionObject] = []
-    for i, (lang, text, voice_name) in enumerate(MIXED_CLIPS):
+    for i, (lang, text, voice_name) in enumerate(MIXED_CLIPS[: clips or len(MIXED_CLIPS)]):
         fmt = FORMATS["flac_16k"] if i % 2 == 0 else FORMATS["wav_pcm16_16k"]
         stem = f"{prefix}/clip_{i + 1:04d}"
         if lang == "ja":

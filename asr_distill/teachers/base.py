@@ -275,6 +275,17 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+# What a config may say for "no fixed language: identify it" (Dagster resource config cannot hold null).
+DETECT_LANGUAGE = ("detect", "auto", "")
+
+
+def config_language(language: str | None) -> str | None:
+    """A config's ``language``: ``"detect"``/``"auto"``/``""``/None -> None (identify per clip)."""
+    if language is None or language.strip().lower() in DETECT_LANGUAGE:
+        return None
+    return language
+
+
 def normalize_language(language: str | None) -> str | None:
     """A declared language as the teacher's language code: ``"en-US"``/``"EN_gb"`` -> ``"en"``; empty -> None."""
     lang = (language or "").strip().lower().replace("_", "-")

@@ -47,6 +47,7 @@ from asr_distill.teachers.base import (
     TeacherLoadError,
     TeacherResult,
     compression_ratio,
+    config_language,
     digest_files,
     finite_or_none,
     hash_model_dir,
@@ -86,7 +87,7 @@ class FasterWhisperConfig:
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = 1
-    language: str | None = "en"  # for clips that declare none; None: detect (multilingual models only)
+    language: str | None = "en"  # for clips that declare none; None or "detect": identify (multilingual)
     task: str = "transcribe"
     beam_size: int = 1
     temperature: float = 0.0
@@ -98,6 +99,7 @@ class FasterWhisperConfig:
     language_id: str = "always"  # always | undeclared: when a multilingual model identifies the language
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "language", config_language(self.language))
         if self.model_path is None and self.model not in MODEL_NAMES:
             raise ValueError(
                 f"model={self.model!r}: expected one of {', '.join(MODEL_NAMES)} or a model_path"

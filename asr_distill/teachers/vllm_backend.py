@@ -49,6 +49,7 @@ from asr_distill.teachers.base import (
     TeacherLoadError,
     TeacherResult,
     compression_ratio,
+    config_language,
     digest_files,
     finite_or_none,
     hash_model_dir,
@@ -131,7 +132,7 @@ class VllmConfig:
     model: str = "openai/whisper-large-v3"  # hub id or local directory
     family: str | None = None  # whisper | qwen2_audio | qwen3_omni; None: from the model name
     revision: str | None = None
-    language: str | None = "en"  # for clips that declare none; None: Whisper detects it
+    language: str | None = "en"  # for clips that declare none; None or "detect": Whisper identifies it
     instruction: str | None = None  # chat families: replaces the default transcription instruction
     system_prompt: str | None = None  # chat families: replaces the default system prompt
     max_tokens: int | None = None
@@ -144,6 +145,9 @@ class VllmConfig:
     expected_model_sha256: str | None = None  # digest of the model files (see hash_model_dir)
     engine_args: Mapping[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) arguments
     language_id: str = "undeclared"  # whisper: detect where no language is known, or "always"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "language", config_language(self.language))
 
     def build(self) -> VllmTeacher:
         return VllmTeacher(self)
