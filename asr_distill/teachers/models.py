@@ -30,7 +30,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,10 +268,3 @@ def ensure_model_dir(model: SplitModel = WHISPER_BASE, *, root: Path | None = No
         if not _is_ready(model, target):  # another process may have finished while we waited
             _assemble(model, target)
     return target
-
-
-def remove_cached(model: SplitModel = WHISPER_BASE, *, root: Path | None = None) -> None:
-    """Delete an assembled model (it is rebuilt on next use)."""
-    target = model.cache_dir(root)
-    with _locked(target.parent / f".{target.name}.lock"):
-        shutil.rmtree(target, ignore_errors=True)
