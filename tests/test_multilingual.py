@@ -71,7 +71,9 @@ def test_base_detects_japanese_and_transcribes_it(base_teacher, ja_audio, ja_res
     cer, metric = error_rate(r.text or "", JA_TEXT, "ja")
     assert metric == "cer" and cer is not None and cer <= JA_MAX_CER, (r.text, cer)
     # declared clips are decoded in their language and still identified (language_id="always")
+    hits = base_teacher._multi.encoder.hits
     (d,) = base_teacher.transcribe([("ja0", ja_audio)], languages=["ja-JP"])
+    assert base_teacher._multi.encoder.hits == hits + 1  # identification's encoder pass was reused
     assert (d.language, d.detected_language, d.language_detected) == ("ja", "ja", False)
     assert d.text == r.text and d.language_probability == r.language_probability
     flags = _flags(d, "ja", len(ja_audio) / SR)
