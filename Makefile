@@ -27,17 +27,20 @@ sysdeps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-tts.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.8
 	$(UV) pip sync -q --python $(PY) requirements.lock
+	@# Demo/test extra (Japanese TTS), never a runtime dependency: complete lock, installed as pinned.
+	$(UV) pip install -q --python $(PY) --no-deps -r requirements-tts.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 
 # Re-lock after editing pyproject.toml dependencies.
 lock: $(VENV)/.installed
 	$(UV) pip compile -q pyproject.toml --extra test -o requirements.lock --python-version 3.11
+	$(UV) pip compile -q requirements-tts.in -c requirements.lock -o requirements-tts.lock --python-version 3.11
 
 dagster-home:
 	@mkdir -p "$(DAGSTER_HOME)"

@@ -6,7 +6,14 @@ Defaults come from the environment when the code location loads (all optional):
 ``ASR_DISTILL_TEACHER_OPTIONS``  JSON object of backend options, e.g.
                                  ``{"model": "openai/whisper-large-v3", "language": "en"}`` (vllm) or
                                  ``{"model_path": "/models/large-v3-ct2", "device": "cuda",
-                                 "compute_type": "float16"}`` (faster_whisper)
+                                 "compute_type": "float16"}`` (faster_whisper). Bundled CPU models:
+                                 ``{"model": "tiny.en"}`` (default, English only),
+                                 ``{"model": "base", "language": "detect"}`` (multilingual; clips without
+                                 a declared language are identified) or ``{"model": "auto",
+                                 "language": "detect"}`` (tiny.en for English clips, base for the others);
+                                 ``"language_id": "undeclared"`` skips identification on clips whose
+                                 language is declared (default ``"always"``: needed by the
+                                 ``language_mismatch`` / ``low_language_prob`` flags)
 ``ASR_DISTILL_TEACHER_ACTORS``   number of teacher actors (default: one per CPU; vllm: 1)
 ``ASR_DISTILL_TEACHER_CPUS``     CPUs per actor (default 1)
 ``ASR_DISTILL_TEACHER_GPUS``     GPUs per actor, fractional allowed (default 0; vllm default 1)
@@ -56,7 +63,7 @@ class TeacherResource(dg.ConfigurableResource):
         """The picklable config the actors build their teacher from (validated here, in the driver)."""
         try:
             return teacher_config(self.backend, **self.options)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise dg.DagsterInvalidConfigError(
                 f"invalid options for teacher backend {self.backend!r}: {exc}", [], None
             ) from None

