@@ -248,8 +248,8 @@ def vad_file(
     the signal to disk so the recording is decoded only once). Raises
     :class:`~asr_distill.audio.decode.DecodeError` when the file cannot be decoded.
     """
-    if block_samples < FRAME_SAMPLES or block_samples % FRAME_SAMPLES:
-        raise ValueError(f"block_samples must be a positive multiple of {FRAME_SAMPLES}")
+    if block_samples < 1:
+        raise ValueError("block_samples must be >= 1")
     vad = vad if vad is not None else SileroVad()
     vad.reset()
     buf = np.empty(block_samples, dtype=np.int16)
