@@ -29,6 +29,7 @@ from asr_distill.storage import LocalStorage
 PART = "longform"
 MAX_LEN = 30 * 16_000
 CFG = SegmentStageConfig(workers=2)
+THREADS = SegmentStageConfig(workers=2, executor="thread")
 
 
 def _index_row(key: str, text: str | None = None) -> dict[str, Any]:
@@ -75,6 +76,13 @@ def first_run(corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalSt
 
 def _bytes_of(lake: LocalStorage) -> dict[str, bytes]:
     return {o.key: lake.read_bytes(o.key) for o in lake.iter_objects(layout.partition_prefix(PART))}
+
+
+def _copy(lake: LocalStorage, root: Path) -> LocalStorage:
+    out = LocalStorage(root)
+    for key, data in _bytes_of(lake).items():
+        out.write_bytes(key, data)
+    return out
 
 
 def _mtimes(lake: LocalStorage) -> dict[str, int]:
@@ -190,12 +198,12 @@ def test_two_runs_write_identical_bytes(corpus, first_run, tmp_path: Path) -> No
 
 
 def test_rerun_reuses_and_config_change_resegments(corpus, first_run, tmp_path: Path) -> None:
+    """(On threads: the process pool is exercised by the first run; re-use does not depend on it.)"""
     raw, _, rows = corpus
     lake0, _ = first_run
-    lake = LocalStorage(tmp_path / "lake")
-    run_segment(raw, lake, PART, CFG, long_form_rows=rows)
+    lake = _copy(lake0, tmp_path / "lake")
     before, mtimes = _bytes_of(lake), _mtimes(lake)
-    again = run_segment(raw, lake, PART, CFG, long_form_rows=rows)
+    again = run_segment(raw, lake, PART, THREADS, long_form_rows=rows)
     # ok + no_speech reused; decode_failed and content_changed are tried again
     assert (again.reused, again.segmented) == (4, 2)
     assert _bytes_of(lake) == before and _mtimes(lake) == mtimes
@@ -203,13 +211,13 @@ def test_rerun_reuses_and_config_change_resegments(corpus, first_run, tmp_path: 
     # a tar that disappeared is written again
     dialogue_tar = layout.tar_key(PART, f"{PART}/dialogue.flac")
     lake.delete(dialogue_tar)
-    third = run_segment(raw, lake, PART, CFG, long_form_rows=rows)
+    third = run_segment(raw, lake, PART, THREADS, long_form_rows=rows)
     assert (third.reused, third.segmented) == (3, 3) and _bytes_of(lake) == before
     # force redoes everything, same bytes
-    forced = run_segment(raw, lake, PART, CFG, long_form_rows=rows, force=True)
+    forced = run_segment(raw, lake, PART, THREADS, long_form_rows=rows, force=True)
     assert forced.reused == 0 and _bytes_of(lake) == before == _bytes_of(lake0)
     # a changed SegmentConfig changes the fingerprint: everything is segmented again
-    changed = dataclasses.replace(CFG, segment=SegmentConfig(pack_gap_s=0.3))
+    changed = dataclasses.replace(THREADS, segment=SegmentConfig(pack_gap_s=0.3))
     res = run_segment(raw, lake, PART, changed, long_form_rows=rows)
     assert res.reused == 0
     fps = {r["fingerprint"] for r in read_recordings(lake, PART)}
@@ -222,11 +230,23 @@ def test_rerun_reuses_and_config_change_resegments(corpus, first_run, tmp_path: 
     assert dropped.reused == 3
 
 
+def test_reuse_takes_new_sidecar_metadata(corpus, first_run, tmp_path: Path) -> None:
+    raw, _, rows = corpus
+    lake, fresh = _copy(first_run[0], tmp_path / "lake"), LocalStorage(tmp_path / "fresh")
+    edited = [
+        {**r, "reference_text": "hello there", "speaker": "spk9"} if r["key"].endswith("monologue.wav") else r
+        for r in rows
+    ]
+    again = run_segment(raw, lake, PART, THREADS, long_form_rows=edited)
+    assert again.reused == 4
+    run_segment(raw, fresh, PART, THREADS, long_form_rows=edited)
+    assert _bytes_of(lake) == _bytes_of(fresh)  # patched re-used rows == rows written afresh
+    mono = [s for s in iter_segments(lake, PART) if s["source_key"].endswith("monologue.wav")]
+    assert mono and all(s["speaker"] == "spk9" and "no_aligned_reference" in s["flags"] for s in mono)
+
+
 def test_verify_catches_a_damaged_member(first_run, tmp_path: Path) -> None:
-    lake0, _ = first_run
-    lake = LocalStorage(tmp_path / "lake")
-    for key, data in _bytes_of(lake0).items():
-        lake.write_bytes(key, data)
+    lake = _copy(first_run[0], tmp_path / "lake")
     seg = next(s for s in iter_segments(lake, PART) if s["keep"])
     data = bytearray(lake.read_bytes(seg["tar_key"]))
     pos = seg["member_offset"] + seg["member_size"] // 2
@@ -250,9 +270,9 @@ def test_input_rows_are_validated(corpus, tmp_path: Path) -> None:
     raw, _, rows = corpus
     lake = LocalStorage(tmp_path / "lake")
     with pytest.raises(ValueError, match="sorted"):
-        run_segment(raw, lake, PART, CFG, long_form_rows=list(reversed(rows)))
+        run_segment(raw, lake, PART, THREADS, long_form_rows=list(reversed(rows)))
     with pytest.raises(ValueError, match="audio extension"):
-        run_segment(raw, lake, PART, CFG, long_form_rows=[_index_row(f"{PART}/notes.txt")])
+        run_segment(raw, lake, PART, THREADS, long_form_rows=[_index_row(f"{PART}/notes.txt")])
     assert not lake.exists(layout.recordings_key(PART))  # a failed run writes no table
 
 

@@ -16,6 +16,7 @@ whose tar still exists with the recorded size, is not segmented again: its previ
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +33,7 @@ from asr_distill.stages.segment.recording import (
     RecordingResult,
     RecordingTask,
     failed_result,
+    reference_text,
     segment_chunk,
 )
 from asr_distill.stages.segment.schema import SEGMENT_REASONS, STATUSES
@@ -232,6 +234,20 @@ def _tasks(
             yield [RecordingTask(row)]
 
 
+def refresh_inherited(rec: Row, segs: list[Row], row: Mapping[str, Any]) -> None:
+    """Re-used rows take the input row's transcript, language and speaker (a sidecar edited since the
+    last run changes no audio, so it re-segments nothing), exactly as a new run would write them."""
+    text = reference_text(row)
+    rec.update(reference_text=text, language=row.get("language"), speaker=row.get("speaker"))
+    for seg in segs:
+        flags = [f for f in seg["flags"] if f != "no_aligned_reference"]
+        seg.update(
+            language=rec["language"],
+            speaker=rec["speaker"],
+            flags=flags + (["no_aligned_reference"] if text is not None else []),
+        )
+
+
 def _config_json(config: SegmentStageConfig) -> str:
     return json.dumps(config.output_settings(), sort_keys=True)
 
@@ -278,7 +294,7 @@ def run_segment(
         workers=n_workers,
         name="segment",
     )
-    with previous_tables(lake, partition) if not force else _none() as previous:
+    with previous_tables(lake, partition) if not force else contextlib.nullcontext() as previous:
         prev_recs, prev_segs = previous if previous is not None else (None, None)
         if previous is None and not force:
             report("segment: no previous tables, every recording is segmented")
@@ -289,7 +305,9 @@ def run_segment(
                     row = inputs.pop(res.source_key)
                     if res.reused:
                         assert prev_recs is not None and prev_segs is not None
-                        rec, segs = prev_recs[res.source_key], prev_segs.take(res.source_key)
+                        rec = prev_recs[res.source_key]
+                        segs = prev_segs.take(res.source_key)
+                        refresh_inherited(rec, segs, row)
                         summary.reused += 1
                     else:
                         assert res.recording is not None
@@ -315,14 +333,6 @@ def run_segment(
     summary.elapsed_s = time.monotonic() - start
     report(f"segment {partition}: {summary}", done=summary.recordings, elapsed_s=summary.elapsed_s)
     return summary
-
-
-class _none:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _delete_orphans(lake: Storage, partition: str, referenced: set[str]) -> int:
