@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +291,29 @@ def test_segment_keys() -> None:
         layout.segment_key("a.wav", layout.MAX_SEGMENTS)
     assert layout.member_name(3) == "s000003.flac"
     assert layout.tar_key("p", "p/a b.wav").startswith("segmented_audio/p/tars/a-b-")
+
+
+class CrashingStorage(LocalStorage):
+    """A raw store whose reads kill the worker process for one key (a native decoder crash)."""
+
+    @contextmanager
+    def local_copy(self, key: str, suffix: str = "") -> Iterator[Path]:
+        if key.endswith("crash.wav"):
+            os._exit(17)
+        with super().local_copy(key, suffix) as path:
+            yield path
+
+
+def test_a_crashing_worker_costs_one_row_not_the_run(corpus, tmp_path: Path) -> None:
+    raw, _, rows = corpus
+    crashing = CrashingStorage(raw.root)
+    short = next(r for r in rows if r["key"].endswith("just_over_30s.flac"))
+    inputs = [short, _index_row(f"{PART}/k_crash.wav")]
+    lake = LocalStorage(tmp_path / "lake")
+    summary = run_segment(crashing, lake, PART, CFG, long_form_rows=inputs)
+    recs = read_recordings(lake, PART)
+    assert [(r["status"], r["decode_error"]) for r in recs] == [
+        ("ok", None),
+        ("decode_failed", "worker_crashed"),
+    ]
+    assert summary.by_status["decode_failed"] == 1 and verify_partition(lake, PART).ok
