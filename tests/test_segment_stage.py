@@ -277,6 +277,8 @@ def test_input_rows_are_validated(corpus, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="audio extension"):
         run_segment(raw, lake, PART, THREADS, long_form_rows=[_index_row(f"{PART}/notes.txt")])
     assert not lake.exists(layout.recordings_key(PART))  # a failed run writes no table
+    empty = run_segment(raw, lake, PART, THREADS, long_form_rows=[])
+    assert empty.recordings == 0 and read_recordings(lake, PART) == [] and verify_partition(lake, PART).ok
 
 
 def test_segment_keys() -> None:

@@ -2,7 +2,8 @@
 
 ``recordings.parquet``: one row per long recording of the partition (the clean stage's ``long_form``
 rows), sorted by ``source_key``. ``segments.parquet``: one row per planned segment, kept or quarantined,
-sorted by ``segment_key`` (= by source key, then time). Sample counts are at 16 kHz.
+sorted by ``source_key`` then ``segment_index`` (time order; the keys of one recording sort the same
+way). Sample counts are at 16 kHz.
 """
 
 from __future__ import annotations

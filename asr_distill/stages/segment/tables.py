@@ -152,19 +152,18 @@ def previous_tables(
     if not (lake.exists(rec_key) and lake.exists(seg_key)):
         yield None
         return
+    stack = contextlib.ExitStack()
     try:
         recs = {r["source_key"]: r for r in read_recordings(lake, partition)}
-        stack = contextlib.ExitStack()
         path = stack.enter_context(lake.local_copy(seg_key, suffix=".parquet"))
         pf = pq.ParquetFile(path)
-        if pf.schema_arrow.remove_metadata() != SEGMENTS_SCHEMA.remove_metadata():
-            stack.close()
+        usable = pf.schema_arrow.remove_metadata() == SEGMENTS_SCHEMA.remove_metadata()
+    except (OSError, ValueError, KeyError, pa.ArrowException):  # unreadable: segment again
+        usable = False
+    with stack:
+        if not usable:
             yield None
             return
-    except (OSError, ValueError, KeyError, pa.ArrowException):  # unreadable: segment again
-        yield None
-        return
-    with stack:
 
         def rows() -> Iterator[Row]:
             for batch in pf.iter_batches(batch_size=BATCH_ROWS):
