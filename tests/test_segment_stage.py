@@ -22,7 +22,7 @@ from asr_distill.demo.longform import RecordingTruth, write_longform_partition
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.core import analyze_clip
 from asr_distill.stages.segment import layout
-from asr_distill.stages.segment.config import SegmentStageConfig
+from asr_distill.stages.segment.config import SegmentStageConfig, fingerprint
 from asr_distill.stages.segment.core import SegmentSummary, run_segment
 from asr_distill.stages.segment.plan import SegmentConfig
 from asr_distill.stages.segment.tables import iter_segments, read_recordings, read_summary
@@ -319,3 +319,20 @@ def test_a_crashing_worker_costs_one_row_not_the_run(corpus, tmp_path: Path) -> 
         ("decode_failed", "worker_crashed"),
     ]
     assert summary.by_status["decode_failed"] == 1 and verify_partition(lake, PART).ok
+
+
+def test_config_round_trips_and_validates() -> None:
+    cfg = SegmentStageConfig(segment=SegmentConfig(pad_s=0.1), flac_compression_level=0.8, workers=3)
+    assert SegmentStageConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        SegmentStageConfig.from_dict({"segment": {"nope": 1}})
+    with pytest.raises(ValueError, match="16000"):
+        SegmentStageConfig(clean=CleanConfig(target_rate=8000))
+    with pytest.raises(ValueError):
+        SegmentStageConfig(executor="cluster")  # type: ignore[arg-type]
+    assert SegmentStageConfig(block_s=7.0).block_samples % 512 == 0
+    # the fingerprint follows what changes outputs, not how the work is spread
+    base = fingerprint(SegmentStageConfig())
+    assert fingerprint(SegmentStageConfig(workers=1, block_s=5.0, executor="thread")) == base
+    assert fingerprint(SegmentStageConfig(segment=SegmentConfig(threshold=0.6))).value != base.value
+    assert fingerprint(SegmentStageConfig(clean=CleanConfig(min_rms_dbfs=-50))).value != base.value

@@ -100,6 +100,24 @@ class SegmentStageConfig:
             "executor": self.executor,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentStageConfig:
+        """The config :meth:`to_dict` gave (``segment`` and ``clean`` as nested dicts)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SegmentStageConfig fields: {sorted(unknown)}")
+        out = dict(data)
+        if isinstance(out.get("segment"), dict):
+            seg_fields = {f.name for f in dataclasses.fields(SegmentConfig)}
+            bad = set(out["segment"]) - seg_fields
+            if bad:
+                raise ValueError(f"unknown SegmentConfig fields: {sorted(bad)}")
+            out["segment"] = SegmentConfig(**out["segment"])
+        if isinstance(out.get("clean"), dict):
+            out["clean"] = CleanConfig.from_dict(out["clean"])
+        return cls(**out)
+
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
