@@ -51,6 +51,7 @@ BENCHES = [
     Bench("labels", "bench_labels.py", 400),
     Bench("sensor", "bench_sensor.py", 240),
     Bench("oss_lineage", "bench_oss_lineage.py", 240),
+    Bench("scale", "bench_scale.py", 400),
     # Issue 18 part 2 (another branch): OSS throughput with 30/100 ms injected latency vs none.
     Bench(
         "oss_latency",
