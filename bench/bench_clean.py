@@ -302,7 +302,7 @@ def main() -> None:
         "--profile", action="store_true", help="print where analyze_clip spends its time and exit"
     )
     ap.add_argument(
-        "--quick", action="store_true", help="small run for `make bench`: N=80, 2 repeats, no thread executor"
+        "--quick", action="store_true", help="small run for `make bench`: N=60, 2 repeats, no thread executor"
     )
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
@@ -321,7 +321,7 @@ def main() -> None:
     machine_start = machine()
     kinds = ["bare", "clean-process", "clean-thread"]
     if args.quick:
-        args.n, args.repeat, kinds = 80, 2, ["bare", "clean-process"]
+        args.n, args.repeat, kinds = 60, 2, ["bare", "clean-process"]
     results: list[dict] = []
     for n in (args.n, 10 * args.n):
         root = args.root / f"raw_{n}"

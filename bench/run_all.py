@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,22 +46,23 @@ class Bench:
 
 
 BENCHES = [
-    Bench("index", "bench_index.py", 300),
-    Bench("clean", "bench_clean.py", 300),
-    Bench("shards", "bench_shards.py", 300),
-    Bench("labels", "bench_labels.py", 400),
-    Bench("sensor", "bench_sensor.py", 240),
-    Bench("oss_lineage", "bench_oss_lineage.py", 240),
-    Bench("scale", "bench_scale.py", 400),
+    # Timeouts catch hangs: ~5x what the quick mode takes on an idle 2-core machine.
+    Bench("index", "bench_index.py", 600),
+    Bench("clean", "bench_clean.py", 900),
+    Bench("shards", "bench_shards.py", 900),
+    Bench("labels", "bench_labels.py", 900),
+    Bench("sensor", "bench_sensor.py", 600),
+    Bench("oss_lineage", "bench_oss_lineage.py", 600),
+    Bench("scale", "bench_scale.py", 900),
     # Issue 18 part 2 (another branch): OSS throughput with 30/100 ms injected latency vs none.
     Bench(
         "oss_latency",
         "bench_oss_latency.py",
-        300,
+        600,
         optional=True,
         placeholder=("oss latency hiding", ">= 0.7 (30 ms and 100 ms vs 0 ms)"),
     ),
-    Bench("segment", "bench_segment.py", 240, optional=True),
+    Bench("segment", "bench_segment.py", 600, optional=True),
 ]
 
 
@@ -83,19 +85,18 @@ def run_one(b: Bench, full: bool, timeout: int | None) -> tuple[list[dict[str, A
     t0 = time.perf_counter()
     print(f"== {b.name}: {' '.join(cmd[1:])} (log: {log.relative_to(REPO)})", flush=True)
     with open(log, "w") as fh:
+        # Own session: on a timeout the whole tree (pools, servers, Ray) is stopped, not just the script.
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         try:
-            proc = subprocess.run(
-                cmd,
-                cwd=REPO,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=None if full else (timeout or b.timeout_s),
-                check=False,
-            )
-            rc: int | str = proc.returncode
+            rc: int | str = proc.wait(timeout=None if full else (timeout or b.timeout_s))
         except subprocess.TimeoutExpired:
             rc = "timeout"
+            _stop_group(proc)
+        except BaseException:  # Ctrl-C: the child is in its own session and did not get the signal
+            _stop_group(proc)
+            raise
     info.update(seconds=round(time.perf_counter() - t0, 1), rc=rc, machine_end=machine())
     print(f"   {info['seconds']} s, exit {rc}", flush=True)
     if rc != 0 or not result.exists():
@@ -107,6 +108,20 @@ def run_one(b: Bench, full: bool, timeout: int | None) -> tuple[list[dict[str, A
     info["machine_end"] = doc.get("machine_end", info["machine_end"])
     rows = doc.get("rows") or [_row(b.name, None, "-", None, "the result file has no rows")]
     return rows, info
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the benchmark's process group, SIGKILL after 15 s."""
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _row(stage: str, ratio: float | None, target: str, passed: bool | None, detail: str) -> dict[str, Any]:
