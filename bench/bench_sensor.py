@@ -152,7 +152,15 @@ def _dagster_tick(store: Any, cursor: str | None, settings: Any) -> dict[str, An
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
     sensor = build_raw_prefix_sensor(settings)
-    resources = {"raw": StorageResource(uri=store.uri), "lake": StorageResource(uri=store.uri + "-lake")}
+    from asr_distill.resources import make_ray_resource, make_teacher_resource
+
+    resources = {
+        "raw": StorageResource(uri=store.uri),
+        "lake": StorageResource(uri=store.uri + "-lake"),
+        # Not used by a tick, but every asset's resources must be bound for the definitions to load.
+        "ray_cluster": make_ray_resource(),
+        "teacher": make_teacher_resource(),
+    }
     defs = dg.Definitions(
         assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[distill_job], sensors=[sensor], resources=resources
     )
