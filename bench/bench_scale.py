@@ -29,6 +29,7 @@ Writes ``bench/out/scale.json`` (rows for ``bench/run_all.py``) and ``bench/out/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -99,9 +100,10 @@ def dagster_child(n: int, home: str) -> dict[str, Any]:
         module_name="asr_distill.definitions",
         attribute="defs",
     )
-    with dg.DagsterInstance.get() as instance, in_process_test_workspace(instance, origin) as workspace:
+    with dg.DagsterInstance.get() as instance, contextlib.ExitStack() as stack:
         # What the daemon and the UI plan with: the workspace's (remote) asset graph of the code location.
         t = time.perf_counter()
+        workspace = stack.enter_context(in_process_test_workspace(instance, origin))
         asset_graph = workspace.asset_graph
         out["load_code_location_s"] = round(time.perf_counter() - t, 2)
         selection = sorted(
