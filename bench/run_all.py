@@ -99,9 +99,15 @@ def run_one(b: Bench, full: bool, timeout: int | None) -> tuple[list[dict[str, A
             raise
     info.update(seconds=round(time.perf_counter() - t0, 1), rc=rc, machine_end=machine())
     print(f"   {info['seconds']} s, exit {rc}", flush=True)
+    lines = log.read_text(errors="replace").strip().splitlines()
+    if rc == 0 and not result.exists():
+        # A script that prints its verdicts but writes no result file (yet): its target lines, unjudged.
+        said = [ln.strip() for ln in lines if "target" in ln][-4:] or lines[-2:]
+        detail = f"no bench/out/{b.name}.json written; its log says: " + " | ".join(said)
+        return [_row(b.name, None, "see log", None, detail[:600])], info
     if rc != 0 or not result.exists():
-        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])[-300:]
-        why = "timed out" if rc == "timeout" else f"exit {rc}" if rc != 0 else "no result file written"
+        tail = " | ".join(lines[-3:])[-300:]
+        why = "timed out" if rc == "timeout" else f"exit {rc}"
         return [_row(b.name, None, "-", False, f"{why}: {tail}")], info
     doc = json.loads(result.read_text())
     info["machine_start"] = doc.get("machine_start", info["machine_start"])
@@ -130,7 +136,7 @@ def _row(stage: str, ratio: float | None, target: str, passed: bool | None, deta
 
 def _verdict(passed: bool | None, target: str) -> str:
     if passed is None:
-        return "-" if target in ("report", "-") else "n/a"
+        return "-" if target in ("report", "-", "see log") else "n/a"
     return "PASS" if passed else "FAIL"
 
 
