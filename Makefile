@@ -83,8 +83,10 @@ format:
 	$(VENV)/bin/ruff format asr_distill tests bench
 	$(VENV)/bin/ruff check --fix asr_distill tests bench
 
+# Every benchmark in its quick mode (~10 min on 2 cores), then one table (bench/out/summary.md).
+# Full sizes: `$(PY) bench/run_all.py --full`, or one script at a time (bench/README.md).
 bench: install
-	$(PY) bench/bench_index.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf data .dagster_home bench/out
