@@ -466,7 +466,7 @@ def test_vllm_smoke_cli_builds_the_engine_as_documented(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "asr_distill.teachers.vllm_smoke",
+        "asr_distill.vllm_smoke",
         "--model",
         str(model),
         "--audio",

@@ -32,15 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 from asr_distill.storage import register_backend
-from asr_distill.storage.oss.client import (
-    DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_PART_SIZE,
-    MAX_LIST_PAGE,
-    MAX_PARTS,
-    MIN_PART_SIZE,
-    OSSStorage,
-)
-from asr_distill.storage.oss.crc64 import CRC64_IN_C, crc64, crc64_combine
+from asr_distill.storage.oss.client import OSSStorage
+from asr_distill.storage.oss.crc64 import CRC64_IN_C, crc64
 from asr_distill.storage.oss.credentials import resolve_options
 from asr_distill.storage.oss.errors import BucketNotFoundError, StorageIntegrityError
 from asr_distill.storage.oss.retry import RetryPolicy
@@ -48,17 +41,11 @@ from asr_distill.storage.oss.uri import parse_oss_uri, region_from_endpoint
 
 __all__ = [
     "CRC64_IN_C",
-    "DEFAULT_MULTIPART_THRESHOLD",
-    "DEFAULT_PART_SIZE",
-    "MAX_LIST_PAGE",
-    "MAX_PARTS",
-    "MIN_PART_SIZE",
     "BucketNotFoundError",
     "OSSStorage",
     "RetryPolicy",
     "StorageIntegrityError",
     "crc64",
-    "crc64_combine",
     "parse_oss_uri",
     "region_from_endpoint",
     "resolve_options",
