@@ -29,3 +29,18 @@ def test_lower_layers_do_not_import_upward(layer: str) -> None:
         for path in sorted((PACKAGE / layer).rglob("*.py"))
     }
     assert {k: v for k, v in upward.items() if v} == {}
+
+
+def test_oss_backend_is_imported_only_for_oss_uris() -> None:
+    """Local runs never import oss2: the ``asr_distill.storage.oss`` package loads on the first ``oss://``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asr_distill.storage as s, asr_distill.resources.storage as r\n"
+        "r.make_storage_resource('/tmp/x').backend_options(); s.open_storage('/tmp/x')\n"
+        "assert 'oss2' not in sys.modules and 'asr_distill.storage.oss' not in sys.modules\n"
+        "import asr_distill.storage.oss as oss\n"
+        "assert s._BACKENDS['oss'] is oss._from_uri\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=120)

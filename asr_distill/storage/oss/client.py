@@ -90,7 +90,8 @@ class OSSStorage(Storage):
             raise StorageError(f"{self.uri}: no OSS endpoint (set {settings.OSS_ENDPOINT.name})")
         if not access_key_id or not access_key_secret:
             raise StorageError(
-                f"{self.uri}: no OSS credentials (set {settings.OSS_ACCESS_KEY_ID.name} and {settings.OSS_ACCESS_KEY_SECRET.name})"
+                f"{self.uri}: no OSS credentials "
+                f"(set {settings.OSS_ACCESS_KEY_ID.name} and {settings.OSS_ACCESS_KEY_SECRET.name})"
             )
         signature_version = signature_version.lower()
         if signature_version not in ("v1", "v4"):
@@ -100,7 +101,8 @@ class OSSStorage(Storage):
         region = region or region_from_endpoint(endpoint)
         if signature_version == "v4" and not region:
             raise StorageError(
-                f"{self.uri}: V4 signing needs the bucket's region (set {settings.OSS_REGION.name}, e.g. cn-hangzhou, "
+                f"{self.uri}: V4 signing needs the bucket's region "
+                f"(set {settings.OSS_REGION.name}, e.g. cn-hangzhou, "
                 "or use signature_version='v1')"
             )
         if part_size < MIN_PART_SIZE:
