@@ -26,9 +26,7 @@ from asr_distill.stages.labels.quality import QualityConfig, assess, normalize_t
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m asr_distill.vllm_smoke", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m asr_distill.vllm_smoke", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="openai/whisper-large-v3")
     p.add_argument("--family", choices=("whisper", "qwen2_audio", "qwen3_omni"))
     p.add_argument("--audio", nargs="+", required=True, help="audio files (any format the project decodes)")
