@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from asr_distill.config import lake_uri, raw_uri
 from asr_distill.partitions import raw_prefix_partitions
+from asr_distill.settings import lake_uri, raw_uri
 from asr_distill.storage import open_storage
 
 

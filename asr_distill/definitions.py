@@ -3,7 +3,6 @@
 import dagster as dg
 
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
-from asr_distill.config import executor_name, lake_uri, raw_uri
 from asr_distill.jobs import (
     clean_job,
     cpu_stages_job,
@@ -17,6 +16,7 @@ from asr_distill.jobs import (
 from asr_distill.recovery import run_reaper_sensor, with_run_recovery
 from asr_distill.resources import make_ray_resource, make_storage_resource, make_teacher_resource
 from asr_distill.sensors import ALL_SENSORS
+from asr_distill.settings import executor_name, lake_uri, raw_uri
 
 
 def _executor(name: str) -> dg.ExecutorDefinition:

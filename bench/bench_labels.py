@@ -69,8 +69,8 @@ def sentences(n: int) -> list[str]:
 
 
 def make_material(root: Path, clips: int, shard_size: int) -> dict:
-    from asr_distill.stages.labels.testing import ShardSample, espeak, write_shard
     from asr_distill.storage import LocalStorage
+    from tests.labels_material import ShardSample, espeak, write_shard
 
     store = LocalStorage(root / "store")
     texts = sentences(clips)

@@ -13,7 +13,7 @@ from asr_distill.definitions import build_definitions
 from asr_distill.jobs import discover_partitions
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions, stage_resources
+from tests.helpers import register_partitions, stage_resources
 
 
 def _resources(raw: LocalStorage, lake: LocalStorage) -> dict:

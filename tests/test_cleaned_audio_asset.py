@@ -10,7 +10,7 @@ from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import CleanedAudioConfig, cleaned_audio
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions, stage_resources
+from tests.helpers import register_partitions, stage_resources
 
 # What each broken kind of the demo corpus must be quarantined for (at least).
 EXPECTED_REASON = {

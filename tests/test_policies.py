@@ -7,7 +7,7 @@ import dagster as dg
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS, audio_index
 from asr_distill.assets._policies import CPU_BACKFILL, IO_RETRY
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions, stage_resources
+from tests.helpers import register_partitions, stage_resources
 
 
 def test_stage_assets_retry_and_checks_do_not():

@@ -20,7 +20,6 @@ import pytest
 import soundfile as sf
 
 from asr_distill.stages.labels.quality import normalize_text
-from asr_distill.stages.labels.testing import SENTENCES, espeak
 from asr_distill.teachers import (
     TINY_EN_MODEL_BIN_SHA256,
     FasterWhisperConfig,
@@ -42,6 +41,7 @@ from asr_distill.teachers.vllm_backend import (
     detect_family,
     weight_patterns,
 )
+from tests.labels_material import SENTENCES, espeak
 
 SR = 16_000
 
@@ -548,7 +548,7 @@ def test_vllm_smoke_cli_builds_the_engine_as_documented(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "asr_distill.teachers.vllm_smoke",
+        "asr_distill.vllm_smoke",
         "--model",
         str(model),
         "--audio",

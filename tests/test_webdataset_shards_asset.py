@@ -18,7 +18,7 @@ from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.stages.shards import ShardConfig
 from asr_distill.stages.shards.layout import shard_layout
 from asr_distill.stages.shards.verify import check_tars, load_outputs
-from tests.conftest import register_partitions, stage_resources
+from tests.helpers import register_partitions, stage_resources
 
 
 def _run(instance, raw, lake, partition, selection, **kw):

@@ -29,10 +29,13 @@ import dagster as dg
 from dagster_ray import Lifecycle, LocalRay, RayResource
 from pydantic import Field, PrivateAttr
 
-RAY_ENV = "ASR_DISTILL_RAY"
-RAY_CPUS_ENV = "ASR_DISTILL_RAY_NUM_CPUS"
-KUBERAY_IMAGE_ENV = "ASR_DISTILL_KUBERAY_IMAGE"
-KUBERAY_CLUSTER_ENV = "ASR_DISTILL_KUBERAY_CLUSTER"
+from asr_distill import settings as env_registry
+
+# The variables are declared (name, default, doc) in asr_distill.settings.
+RAY_ENV = env_registry.RAY.name
+RAY_CPUS_ENV = env_registry.RAY_NUM_CPUS.name
+KUBERAY_IMAGE_ENV = env_registry.KUBERAY_IMAGE.name
+KUBERAY_CLUSTER_ENV = env_registry.KUBERAY_CLUSTER.name
 
 # Ray's raylet waits 15 s for its dashboard agent by default: too short on a loaded laptop or CI box.
 _LOCAL_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "120000"}

@@ -15,20 +15,17 @@ from typing import Any
 from asr_distill.teachers.base import (
     SAMPLE_RATE,
     TEACHER_ERRORS,
-    WINDOW_S,
     ModelHashMismatchError,
     Teacher,
     TeacherConfig,
     TeacherLoadError,
     TeacherResult,
     compression_ratio,
-    fingerprint_of,
     labels_version,
 )
 from asr_distill.teachers.faster_whisper import (
     TINY_EN_MODEL_BIN_SHA256,
     FasterWhisperConfig,
-    FasterWhisperTeacher,
 )
 from asr_distill.teachers.vllm_backend import VllmConfig, VllmTeacher
 
@@ -51,9 +48,7 @@ __all__ = [
     "TEACHER_BACKENDS",
     "TEACHER_ERRORS",
     "TINY_EN_MODEL_BIN_SHA256",
-    "WINDOW_S",
     "FasterWhisperConfig",
-    "FasterWhisperTeacher",
     "ModelHashMismatchError",
     "Teacher",
     "TeacherConfig",
@@ -62,7 +57,6 @@ __all__ = [
     "VllmConfig",
     "VllmTeacher",
     "compression_ratio",
-    "fingerprint_of",
     "labels_version",
     "teacher_config",
 ]

