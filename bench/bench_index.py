@@ -612,6 +612,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-profile", action="store_true", help="skip the breakdown and the cProfile")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run for `make bench`: 600 files (the pool starts at 512), 3 repeats, no breakdown, "
+        "one memory run per size",
+    )
     ap.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--_launcher", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -621,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     if args._launcher:
         launcher_main()
         return 0
+    if args.quick:
+        args.files, args.repeat, args.mem_repeat, args.no_profile = 600, 3, 1, True
+    from _result import machine, row, write_result
+
+    machine_start = machine()
 
     launcher = Launcher()  # before this process loads numpy/pyarrow (see the memory section)
     import pyarrow
@@ -722,6 +733,18 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_index_vs_bare_pool": spread(ratio_pool, 3),
             "index_by_workers": {k: spread(v, 0) for k, v in by_workers.items()},
             "decoder_noise_lines": {"bare_loops": bare_noise, "one_index_run": index_noise},
+        }
+        # CPU cost per audio hour: one inline (single-thread, in this process) run, CPU seconds.
+        with stderr_lines(noise):
+            cpu0 = time.process_time()
+            _, inline_summary = run_index(raw_root, lake_root, SMALL, IndexOptions(executor="inline"))
+            cpu_s = time.process_time() - cpu0
+        doc["cpu_cost"] = {
+            "inline_cpu_s": round(cpu_s, 3),
+            "audio_s": round(inline_summary.seconds, 1),
+            "files": inline_summary.rows,
+            "core_s_per_audio_hour": round(cpu_s / inline_summary.seconds * 3600, 2),
+            "core_ms_per_file": round(1000 * cpu_s / inline_summary.rows, 3),
         }
         print("throughput done", flush=True)
 
@@ -829,6 +852,38 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not checks_ok:
             print("FAIL index output check (see index_check in the JSON)")
+        cc = doc["cpu_cost"]
+        rows = [
+            row(
+                "index / bare sf.info (1 thread)",
+                tp["ratio_index_vs_bare_single"]["median"],
+                f">= {THROUGHPUT_TARGET}",
+                tp_ok and checks_ok,
+                f"{n} files, {args.repeat} repeats, median [{tp['ratio_index_vs_bare_single']['min']}.."
+                f"{tp['ratio_index_vs_bare_single']['max']}]; vs bare pool of {workers}: "
+                f"{tp['ratio_index_vs_bare_pool']['median']}"
+                + ("" if checks_ok else "; OUTPUT CHECK FAILED"),
+            ),
+            row(
+                "index peak RSS 10N / N",
+                max(mem_ratio, tree_ratio or 0.0),
+                f"<= {MEMORY_TARGET}",
+                mem_ok,
+                f"driver {doc['memory']['ratio_10n_vs_n']}, driver + probe processes "
+                f"{doc['memory']['tree_ratio_10n_vs_n']} ({len(small.audio)} -> {len(big.audio)} files)",
+            ),
+            row(
+                "index CPU core-s per audio hour",
+                cc["core_s_per_audio_hour"],
+                "report",
+                None,
+                f"single thread, {cc['core_ms_per_file']} ms/file, clips of "
+                f"{cc['audio_s'] / max(cc['files'], 1):.2f} s on average",
+            ),
+        ]
+        write_result(
+            "index", rows, quick=args.quick, machine_start=machine_start, extra={"detail_file": str(out_path)}
+        )
         return 1 if args.strict and not (tp_ok and mem_ok and checks_ok) else 0
     finally:
         launcher.close()

@@ -507,6 +507,11 @@ def main() -> None:
     ap.add_argument("--mem-scale", type=int, default=8)
     ap.add_argument("--root", type=Path, default=REPO / "bench" / "out" / "shards")
     ap.add_argument("--parts", default="e2e,tar,mem", help="comma-separated subset of e2e,tar,mem")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run for `make bench`: N=80, 2 repeats, 32 MiB of tar, memory at 100 and 400 rows",
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -519,6 +524,11 @@ def main() -> None:
             print(json.dumps(measure_plan(int(args.child[1]))))
         return
 
+    from _result import machine, write_result
+
+    machine_start = machine()
+    if args.quick:
+        args.n, args.repeat, args.tar_mib, args.mem_n, args.mem_scale = 80, 2, 32, 100, 4
     results: dict = {"workers": args.workers, "load_avg_start": os.getloadavg()}
     root = args.root / f"n{args.n}"
     t0 = time.perf_counter()
@@ -539,6 +549,76 @@ def main() -> None:
     out = args.root / "results.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"results: {out}")
+    write_result(
+        "shards",
+        result_rows(results, args),
+        quick=args.quick,
+        machine_start=machine_start,
+        extra={"detail_file": str(out)},
+    )
+
+
+E2E_TARGET, TAR_TARGET, MEMORY_TARGET = 0.8, 0.5, 1.2
+
+
+def result_rows(results: dict, args: argparse.Namespace) -> list[dict]:
+    """The rows `bench/run_all.py` shows: one per target of the parts that ran, and the CPU cost."""
+    from _result import row
+
+    rows = []
+    if "e2e" in results:
+        e2e = results["e2e"]
+        ratio = statistics.median(e2e["ratio"])
+        rows.append(
+            row(
+                "shards / bare decode+FLAC+tar",
+                ratio,
+                f">= {E2E_TARGET}",
+                ratio >= E2E_TARGET,
+                f"N={args.n}, {args.workers} workers, median of {len(e2e['ratio'])} "
+                f"[{min(e2e['ratio']):.2f}..{max(e2e['ratio']):.2f}]; CPU efficiency "
+                f"{statistics.median(e2e['cpu_ratio']):.2f}",
+            )
+        )
+        stage = e2e["runs"]["stage"]
+        cost = statistics.median(3600 * r["cpu_s"] / r["audio_s"] for r in stage)
+        rows.append(
+            row(
+                "shards CPU core-s per audio hour",
+                cost,
+                "report",
+                None,
+                f"process tree CPU, {stage[0]['audio_s']:.0f} s of audio; bare loop "
+                f"{statistics.median(3600 * r['cpu_s'] / r['audio_s'] for r in e2e['runs']['bare']):.1f}",
+            )
+        )
+    if "tar" in results:
+        r = statistics.median(results["tar"]["ratio_vs_gnu"])
+        rows.append(
+            row(
+                "shards tar writer / GNU tar",
+                r,
+                f">= {TAR_TARGET}",
+                r >= TAR_TARGET,
+                f"{results['tar']['payload_mb']:.0f} MB; with its sha256: "
+                f"{statistics.median(results['tar']['ratio_with_sha256_vs_gnu']):.2f}",
+            )
+        )
+    if "memory" in results:
+        small, big = results["memory"]["write"]
+        r = big["self_peak_rss_mb"] / small["self_peak_rss_mb"]
+        rows.append(
+            row(
+                "shards driver peak RSS kN / N",
+                r,
+                f"<= {MEMORY_TARGET}",
+                r <= MEMORY_TARGET,
+                f"{small['n']} -> {big['n']} rows: driver {small['self_peak_rss_mb']:.0f} -> "
+                f"{big['self_peak_rss_mb']:.0f} MB, tree {small['tree_peak_rss_mb']:.0f} -> "
+                f"{big['tree_peak_rss_mb']:.0f} MB",
+            )
+        )
+    return rows
 
 
 def run_e2e(args: argparse.Namespace, root: Path, results: dict) -> None:

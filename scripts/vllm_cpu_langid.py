@@ -27,9 +27,9 @@ SENTENCES = {
 
 
 def main() -> int:
-    from asr_distill.stages.labels.testing import espeak
     from asr_distill.teachers import ct2_to_hf
     from asr_distill.teachers.vllm_backend import VllmConfig
+    from tests.labels_material import espeak
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--ct2", required=True, help="a multilingual CTranslate2 Whisper directory (e.g. base)")

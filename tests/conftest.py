@@ -9,13 +9,11 @@ import dagster as dg
 import pytest
 
 from asr_distill.demo.corpus import CorpusReport, generate_corpus
-from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.storage import LocalStorage
+from tests.helpers import kill_processes_of
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -40,44 +38,6 @@ def instance(tmp_path: Path):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst
-
-
-def register_partitions(instance: dg.DagsterInstance, names: list[str]) -> None:
-    instance.add_dynamic_partitions(raw_prefix_partitions.name, names)
-
-
-def stage_resources(raw_uri: str | None, lake_uri: str, **teacher: object) -> dict:
-    """Resources of every asset: storage, a private local Ray cluster (2 CPUs) and the CPU teacher.
-
-    Ray and the teacher are only initialised when a selected asset needs them.
-    """
-    from asr_distill.resources import PrivateLocalRay, StorageResource, TeacherResource
-
-    res: dict = {
-        "lake": StorageResource(uri=lake_uri),
-        "ray_cluster": PrivateLocalRay(num_cpus=2, keep_alive=True),
-        "teacher": TeacherResource(**{"num_actors": 2, **teacher}),
-    }
-    if raw_uri is not None:
-        res["raw"] = StorageResource(uri=raw_uri)
-    return res
-
-
-def kill_processes_of(temp_dir: str) -> None:
-    """SIGKILL the processes of a Ray session started under ``temp_dir`` (found by command line)."""
-    import contextlib
-    import signal
-
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(proc.name), signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

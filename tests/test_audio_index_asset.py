@@ -13,7 +13,7 @@ from asr_distill.definitions import build_definitions
 from asr_distill.jobs import discover_partitions
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions, stage_resources
+from tests.helpers import register_partitions, stage_resources
 
 
 def _resources(raw: LocalStorage, lake: LocalStorage) -> dict:
@@ -35,7 +35,9 @@ def test_discover_skips_prefixes_that_cannot_be_partitions(tmp_path, instance):
     raw = LocalStorage(tmp_path / "raw")
     for key in ["good/a.wav", ".hidden/a.wav", "bad,name/a.wav", "also good/x.wav"]:
         raw.write_bytes(key, b"x")
-    result = discover_partitions.execute_in_process(instance=instance, resources=_resources(raw, LocalStorage(tmp_path / "l")))
+    result = discover_partitions.execute_in_process(
+        instance=instance, resources=_resources(raw, LocalStorage(tmp_path / "l"))
+    )
     assert sorted(instance.get_dynamic_partitions(raw_prefix_partitions.name)) == ["also good", "good"]
     assert result.success
 
@@ -69,18 +71,33 @@ def test_audio_index_materialises_with_checks_and_metadata(demo_corpus, lake, in
 def test_schema_check_fails_on_a_corrupted_index(demo_corpus, lake, instance):
     store, _ = demo_corpus
     register_partitions(instance, ["en_mixed"])
-    dg.materialize([raw_audio, audio_index], selection=[audio_index], partition_key="en_mixed",
-                   instance=instance, resources=_resources(store, lake))
+    dg.materialize(
+        [raw_audio, audio_index],
+        selection=[audio_index],
+        partition_key="en_mixed",
+        instance=instance,
+        resources=_resources(store, lake),
+    )
     key = layout.audio_index_key("en_mixed")
     table = pq.read_table(lake.local_path(key))
-    bad = table.set_column(table.schema.get_field_index("probe_error"), "probe_error",
-                           dg_col(["no_such_reason"] * table.num_rows))
+    bad = table.set_column(
+        table.schema.get_field_index("probe_error"),
+        "probe_error",
+        dg_col(["no_such_reason"] * table.num_rows),
+    )
     # Keep the footer's listing fingerprint so the next run reuses (does not re-probe) the index.
-    footer = {k: v for k, v in pq.read_metadata(lake.local_path(key)).metadata.items() if k != b"ARROW:schema"}
+    footer = {
+        k: v for k, v in pq.read_metadata(lake.local_path(key)).metadata.items() if k != b"ARROW:schema"
+    }
     pq.write_table(bad.replace_schema_metadata(footer), lake.local_path(key))
-    result = dg.materialize([raw_audio, audio_index, audio_index_schema], selection=[audio_index, audio_index_schema],
-                            partition_key="en_mixed", instance=instance, resources=_resources(store, lake),
-                            raise_on_error=False)
+    result = dg.materialize(
+        [raw_audio, audio_index, audio_index_schema],
+        selection=[audio_index, audio_index_schema],
+        partition_key="en_mixed",
+        instance=instance,
+        resources=_resources(store, lake),
+        raise_on_error=False,
+    )
     md = result.asset_materializations_for_node("audio_index")[0].metadata
     assert md["reused_previous_index"].value is True
     (evaluation,) = result.get_asset_check_evaluations()
@@ -124,12 +141,16 @@ def test_executor_switch(monkeypatch):
     from dagster_k8s import k8s_job_executor
 
     from asr_distill.definitions import build_definitions as build
+    from asr_distill.recovery import unwrap_executor
 
-    for name, expected in (("in_process", dg.in_process_executor), ("multiprocess", dg.multiprocess_executor),
-                           ("k8s", k8s_job_executor)):
+    for name, expected in (
+        ("in_process", dg.in_process_executor),
+        ("multiprocess", dg.multiprocess_executor),
+        ("k8s", k8s_job_executor),
+    ):
         monkeypatch.setenv("ASR_DISTILL_EXECUTOR", name)
         defs = build(raw="/nonexistent/raw", lake="/nonexistent/lake")
-        assert defs.executor is expected
+        assert unwrap_executor(defs.executor) is expected  # wrapped by asr_distill.recovery
     monkeypatch.setenv("ASR_DISTILL_EXECUTOR", "nonsense")
     import pytest
 

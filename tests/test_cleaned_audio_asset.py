@@ -10,7 +10,7 @@ from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import CleanedAudioConfig, cleaned_audio
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions, stage_resources
+from tests.helpers import register_partitions, stage_resources
 
 # What each broken kind of the demo corpus must be quarantined for (at least).
 EXPECTED_REASON = {
@@ -63,7 +63,11 @@ def test_clean_broken_partition_accounts_for_every_row(demo_corpus, lake, instan
         if entry.prefix != "broken" or entry.kind != "audio":
             continue
         if entry.outcome in EXPECTED_REASON:
-            assert EXPECTED_REASON[entry.outcome] in reasons.get(entry.key, []), (entry.key, entry.outcome, reasons.get(entry.key))
+            assert EXPECTED_REASON[entry.outcome] in reasons.get(entry.key, []), (
+                entry.key,
+                entry.outcome,
+                reasons.get(entry.key),
+            )
         else:
             assert entry.key in {r["key"] for r in kept}, (entry.key, entry.outcome, reasons.get(entry.key))
     md = result.asset_materializations_for_node("cleaned_audio")[0].metadata
@@ -83,7 +87,10 @@ def test_clean_broken_partition_accounts_for_every_row(demo_corpus, lake, instan
     # Other rules -> cleaned again.
     stricter = dg.RunConfig(ops={"cleaned_audio": CleanedAudioConfig(rules={"min_duration_s": 1.5})})
     changed = _run(instance, store, lake, "broken", checks=False, run_config=stricter)
-    assert changed.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value is False
+    assert (
+        changed.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
+        is False
+    )
 
 
 def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_corpus, tmp_path, instance):
@@ -106,7 +113,9 @@ def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_c
     assert all(r["reasons"] == ["duplicate"] and r["duplicate_of_partition"] == "en_read" for r in q)
 
     def reused(result: dg.ExecuteInProcessResult) -> bool:
-        return result.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
+        return (
+            result.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
+        )
 
     # A re-run reuses both partitions (en_read's dependency on "copy" is nil: copy kept nothing of it).
     assert reused(_run(instance, raw, lake, "copy", checks=False))

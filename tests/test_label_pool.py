@@ -34,11 +34,11 @@ from asr_distill.stages.labels import (
     write_labels,
 )
 from asr_distill.stages.labels.schema import META_FINGERPRINT, META_QUALITY
-from asr_distill.stages.labels.testing import SENTENCES, ShardSample, espeak, write_shard
 from asr_distill.storage import LocalStorage
 from asr_distill.teachers import FasterWhisperConfig, TeacherLoadError
 from asr_distill.teachers.base import Teacher, TeacherResult
-from tests.conftest import kill_processes_of
+from tests.helpers import kill_processes_of
+from tests.labels_material import SENTENCES, ShardSample, espeak, write_shard
 
 SR = 16_000
 

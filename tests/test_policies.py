@@ -7,7 +7,7 @@ import dagster as dg
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS, audio_index
 from asr_distill.assets._policies import CPU_BACKFILL, IO_RETRY
 from asr_distill.storage import LocalStorage
-from tests.conftest import register_partitions, stage_resources
+from tests.helpers import register_partitions, stage_resources
 
 
 def test_stage_assets_retry_and_checks_do_not():
@@ -32,7 +32,10 @@ def test_stage_assets_retry_and_checks_do_not():
 def test_permanent_storage_error_fails_without_retry(tmp_path, instance):
     register_partitions(instance, ["p"])
     result = dg.materialize(
-        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
+        ALL_ASSETS + ALL_CHECKS,
+        selection=[audio_index],
+        partition_key="p",
+        instance=instance,
         raise_on_error=False,
         resources=stage_resources(str(tmp_path / "missing"), str(tmp_path / "l")),
     )
@@ -58,7 +61,10 @@ def test_transient_error_is_retried(tmp_path, instance, monkeypatch):
 
     monkeypatch.setattr(LocalStorage, "iter_objects", flaky)
     result = dg.materialize(
-        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
+        ALL_ASSETS + ALL_CHECKS,
+        selection=[audio_index],
+        partition_key="p",
+        instance=instance,
         resources=stage_resources(raw.uri, str(tmp_path / "l")),
     )
     assert result.success  # after one retry (IO_RETRY: ~10 s delay with jitter)

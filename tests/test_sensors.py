@@ -28,7 +28,7 @@ from asr_distill.stages.discovery import (
     settings_from_env,
 )
 from asr_distill.storage import LocalStorage
-from tests.conftest import stage_resources
+from tests.helpers import stage_resources
 
 MARKER = "_SUCCESS"
 

@@ -47,6 +47,7 @@ from asr_distill.storage.oss import (
     StorageIntegrityError,
     parse_oss_uri,
     region_from_endpoint,
+    resolve_options,
 )
 
 pytest_plugins = ["oss_server.fixtures"]
@@ -554,8 +555,94 @@ def test_open_storage_reads_oss_environment(oss_server, oss_bucket, monkeypatch)
     assert store.read_bytes("e.bin") == b"env"
 
 
-# -- Dagster resource ---------------------------------------------------------------------------
+# -- the one credential rule (storage.oss.credentials), for the resource and for oss:// URIs ------
 OSS_VARS = ("OSS_ENDPOINT", "OSS_REGION", "OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_SECURITY_TOKEN")
+STS_ENV = {
+    "OSS_ENDPOINT": "env-endpoint",
+    "OSS_REGION": "env-region",
+    "OSS_ACCESS_KEY_ID": STS_ACCESS_KEY_ID,
+    "OSS_ACCESS_KEY_SECRET": STS_ACCESS_KEY_SECRET,
+    "OSS_SECURITY_TOKEN": STS_TOKEN,
+}
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        # nothing given: everything from the environment, the token with its own key pair
+        ({}, ("env-endpoint", "env-region", STS_ACCESS_KEY_ID, STS_ACCESS_KEY_SECRET, STS_TOKEN)),
+        # the environment's key pair given explicitly (what the resource's EnvVars resolve to): same
+        (
+            {"access_key_id": STS_ACCESS_KEY_ID, "access_key_secret": STS_ACCESS_KEY_SECRET},
+            ("env-endpoint", "env-region", STS_ACCESS_KEY_ID, STS_ACCESS_KEY_SECRET, STS_TOKEN),
+        ),
+        # another key pair never picks up the environment's token
+        (
+            {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET},
+            ("env-endpoint", "env-region", ACCESS_KEY_ID, ACCESS_KEY_SECRET, None),
+        ),
+        # ... nor does the environment's key id with another secret
+        (
+            {"access_key_id": STS_ACCESS_KEY_ID, "access_key_secret": "other-secret"},
+            ("env-endpoint", "env-region", STS_ACCESS_KEY_ID, "other-secret", None),
+        ),
+        # half a key pair is not completed from the environment (the store then refuses it)
+        ({"access_key_id": ACCESS_KEY_ID}, ("env-endpoint", "env-region", ACCESS_KEY_ID, None, None)),
+        # explicit values win, an explicit token is kept as given
+        (
+            {"endpoint": "e", "region": "r", "security_token": "given-token"},
+            ("e", "r", STS_ACCESS_KEY_ID, STS_ACCESS_KEY_SECRET, "given-token"),
+        ),
+    ],
+)
+def test_credential_rule(given, expected):
+    fields = ("endpoint", "region", "access_key_id", "access_key_secret", "security_token")
+    once = resolve_options(given, STS_ENV)
+    assert tuple(once[f] for f in fields) == expected
+    assert resolve_options(once, STS_ENV) == once  # the resource resolves, then open_storage again
+    empty = resolve_options({}, {"OSS_SECURITY_TOKEN": STS_TOKEN, "OSS_ENDPOINT": ""})
+    assert all(empty[f] is None for f in fields)  # empty variables count as unset; no token without keys
+
+
+@pytest.mark.parametrize("path", ["resource", "uri"])
+@pytest.mark.parametrize("explicit_pair", [False, True], ids=["environment-pair", "explicit-permanent-pair"])
+def test_credential_rule_holds_for_the_resource_and_oss_uris(
+    oss_server, oss_bucket, monkeypatch, path, explicit_pair
+):
+    """STS pair and token in the environment: they sign together; an explicit other key pair is used
+    without the environment's token (the server refuses a token sent with a permanent key)."""
+    for var in OSS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OSS_ENDPOINT", oss_server.endpoint)
+    monkeypatch.setenv("OSS_REGION", oss_server.region)
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", STS_ACCESS_KEY_ID)
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", STS_ACCESS_KEY_SECRET)
+    monkeypatch.setenv("OSS_SECURITY_TOKEN", STS_TOKEN)
+    pair = {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET} if explicit_pair else {}
+    uri = f"oss://{oss_bucket}/rule-{path}-{explicit_pair}"
+    if path == "resource":
+        resource = StorageResource(uri=uri, **pair)
+        assert resource.backend_options()["security_token"] == (None if explicit_pair else STS_TOKEN)
+        store = resource.get()
+    else:
+        store = open_storage(uri, **pair)
+    store.write_bytes("k.bin", b"signed")
+    assert store.read_bytes("k.bin") == b"signed"
+
+
+def test_open_storage_without_credentials_names_the_variables(monkeypatch):
+    for var in OSS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OSS_SECURITY_TOKEN", STS_TOKEN)
+    with pytest.raises(StorageError, match="OSS_ENDPOINT"):
+        open_storage("oss://my-bucket/x")
+    monkeypatch.setenv("OSS_ENDPOINT", "oss-cn-hangzhou.aliyuncs.com")
+    with pytest.raises(StorageError, match="OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET") as err:
+        open_storage("oss://my-bucket/x", access_key_id="LTAIonlyTheId")
+    assert STS_TOKEN not in str(err.value)
+
+
+# -- Dagster resource ---------------------------------------------------------------------------
 
 
 @dg.asset

@@ -18,7 +18,7 @@ from asr_distill.resources import PrivateLocalRay, RemoteRay, TeacherResource, m
 from asr_distill.resources.teacher import make_teacher_resource
 from asr_distill.stages.shards.layout import shard_layout
 from asr_distill.storage import LocalStorage
-from tests.conftest import REPO_ROOT, register_partitions, stage_resources
+from tests.helpers import REPO_ROOT, register_partitions, stage_resources
 
 PART = "en_read"
 CHECKS = ("labels_cover_samples", "labels_flag_rates", "labels_teacher_wer")

@@ -20,7 +20,6 @@ import pytest
 import soundfile as sf
 
 from asr_distill.stages.labels.quality import normalize_text
-from asr_distill.stages.labels.testing import SENTENCES, espeak
 from asr_distill.teachers import (
     TINY_EN_MODEL_BIN_SHA256,
     FasterWhisperConfig,
@@ -42,6 +41,7 @@ from asr_distill.teachers.vllm_backend import (
     detect_family,
     weight_patterns,
 )
+from tests.labels_material import SENTENCES, espeak
 
 SR = 16_000
 
@@ -92,9 +92,9 @@ def test_invalid_clips_are_never_sent(teacher, speech, monkeypatch) -> None:
     sent: list[str] = []
     real = teacher._one
 
-    def spy(key: str, audio: np.ndarray):
+    def spy(key: str, audio: np.ndarray, *rest):
         sent.append(key)
-        return real(key, audio)
+        return real(key, audio, *rest)
 
     monkeypatch.setattr(teacher, "_one", spy)
     good = speech[0][1]
@@ -378,6 +378,88 @@ def test_vllm_qwen3_omni_prompt_and_mapping() -> None:
     assert r.truncated and r.num_tokens == 3 and r.language == "fr"
 
 
+def test_vllm_whisper_takes_the_language_per_clip() -> None:
+    tok = FakeTokenizer()
+    ja, de = tok.vocab["<|ja|>"], tok.vocab["<|de|>"]
+    detected: list[int] = []
+
+    def respond(prompt, params):
+        if params["max_tokens"] == 1:  # language detection
+            sent = prompt["encoder_prompt"]["multi_modal_data"]["audio"][0]
+            detected.append(len(sent))
+            step = {de: FakeLogprob(math.log(0.9)), ja: FakeLogprob(math.log(0.1))}
+            return FakeCompletion(0, "", [de], math.log(0.9), [step], "length")
+        return _completion(" x", [5, tok.eos_token_id], [-0.1, -0.1])
+
+    engine = FakeEngine(respond, tokenizer=tok)
+    t = VllmTeacher(VllmConfig(model="openai/whisper-large-v3", language=None), engine=engine)
+    clips = _clips(3)
+    results = t.transcribe(clips, languages=["ja", None, "en-US"])
+    # only the clip without a declared language is detected (one 2 s clip), then one batch of three
+    assert detected == [2 * SR]
+    prompts = engine.calls[-1][0]
+    assert [p["decoder_prompt"]["prompt"] for p in prompts] == [
+        "<|startoftranscript|><|ja|><|transcribe|><|notimestamps|>",
+        "<|startoftranscript|><|de|><|transcribe|><|notimestamps|>",
+        "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>",
+    ]
+    assert [(r.language, r.language_detected, r.detected_language) for r in results] == [
+        ("ja", False, None),
+        ("de", True, "de"),
+        ("en", False, None),
+    ]
+    assert results[1].language_probability == pytest.approx(0.9)
+    # config language: the default for clips that declare none (no detection at all)
+    engine2 = FakeEngine(respond, tokenizer=tok)
+    t2 = VllmTeacher(VllmConfig(model="openai/whisper-large-v3", language="en"), engine=engine2)
+    t2.transcribe(_clips(2), languages=[None, "ja"])
+    assert len(engine2.calls) == 1
+    assert [p["decoder_prompt"]["prompt"][21:27] for p in engine2.calls[0][0]] == ["<|en|>", "<|ja|>"]
+    # a declared language Whisper has no token for fails that clip, not the batch
+    (bad, good) = t2.transcribe(_clips(2), languages=["xx", "ja"])
+    assert bad.error == "teacher_error" and "xx" in (bad.error_detail or "") and good.ok
+
+
+def test_vllm_whisper_language_id_always_checks_declared_clips() -> None:
+    tok = FakeTokenizer()
+    de = tok.vocab["<|de|>"]
+
+    def respond(prompt, params):
+        if params["max_tokens"] == 1:
+            return FakeCompletion(0, "", [de], 0.0, [{de: FakeLogprob(0.0)}], "length")
+        return _completion(" x", [5, tok.eos_token_id], [-0.1, -0.1])
+
+    engine = FakeEngine(respond, tokenizer=tok)
+    cfg = VllmConfig(model="openai/whisper-large-v3", language_id="always")
+    t = VllmTeacher(cfg, engine=engine)
+    (r,) = t.transcribe(_clips(1), languages=["ja"])
+    assert engine.calls[0][1]["max_tokens"] == 1  # detection ran although the clip declares ja
+    assert engine.calls[1][0][0]["decoder_prompt"]["prompt"].startswith("<|startoftranscript|><|ja|>")
+    assert (r.language, r.language_detected, r.detected_language) == ("ja", False, "de")
+    assert r.language_probability == pytest.approx(1.0)
+    default = VllmTeacher(
+        VllmConfig(model="openai/whisper-large-v3"), engine=FakeEngine(respond, tokenizer=tok)
+    )
+    assert "language_id" not in default.fingerprint_fields()["decoding"]  # earlier fingerprints kept
+    assert t.fingerprint() != default.fingerprint()
+    with pytest.raises(ValueError, match="language_id"):
+        VllmTeacher(VllmConfig(model="openai/whisper-large-v3", language_id="never"), engine=engine)
+
+
+def test_vllm_chat_instruction_names_each_clips_language() -> None:
+    tok = FakeTokenizer()
+    im_end = tok.vocab["<|im_end|>"]
+    engine = FakeEngine(lambda p, s: _completion("x", [1, im_end], [-0.1, -0.1]))
+    t = VllmTeacher(VllmConfig(model="Qwen/Qwen2-Audio-7B-Instruct"), engine=engine)
+    results = t.transcribe(_clips(3), languages=["ja", None, "zh-CN"])
+    prompts = [p["prompt"] for p in engine.calls[0][0]]
+    assert "Transcribe the Japanese audio" in prompts[0]
+    assert "Transcribe the English audio" in prompts[1]  # the config's language (default en)
+    assert "Transcribe the Chinese audio" in prompts[2]
+    assert [r.language for r in results] == ["ja", "en", "zh"]
+    assert all(r.detected_language is None and r.language_probability is None for r in results)
+
+
 def test_vllm_isolates_a_clip_that_breaks_the_batch() -> None:
     bad_len = 2 * SR
 
@@ -466,7 +548,7 @@ def test_vllm_smoke_cli_builds_the_engine_as_documented(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "asr_distill.teachers.vllm_smoke",
+        "asr_distill.vllm_smoke",
         "--model",
         str(model),
         "--audio",

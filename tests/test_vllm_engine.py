@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def speech() -> list[tuple[str, np.ndarray, str]]:
-    from asr_distill.stages.labels.testing import SENTENCES, espeak
+    from tests.labels_material import SENTENCES, espeak
 
     return [(f"s{i}", espeak(text), text) for i, text in enumerate(SENTENCES)]
 
@@ -116,9 +116,9 @@ LANG_SENTENCES = {
     reason="Whisper base is not shipped in this checkout (asr_distill.teachers.models)",
 )
 def test_vllm_detects_languages_with_whisper_base(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from asr_distill.stages.labels.testing import espeak
     from asr_distill.teachers import ct2_to_hf
     from asr_distill.teachers.vllm_backend import VllmConfig
+    from tests.labels_material import espeak
 
     models = importlib.import_module("asr_distill.teachers.models")  # the Whisper base wheels' cache
     hf = ct2_to_hf.convert(models.ensure_model_dir(), tmp_path_factory.mktemp("hf") / "base")

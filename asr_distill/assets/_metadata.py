@@ -7,6 +7,8 @@ from typing import Any
 
 import dagster as dg
 
+from asr_distill.data_quality.combine import Finding, combine_findings
+
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> dg.MetadataValue:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -70,25 +72,35 @@ PartitionFindings = Iterable[tuple[str, list[dict[str, Any]], dict[str, Any]]]
 def partition_check_results(
     names: Iterable[str], partitions: Sequence[str], findings: Callable[[str], PartitionFindings]
 ) -> Iterator[dg.AssetCheckResult]:
-    """One result per check name over every partition of a run.
+    """One result per check name over every partition of a run (combined by
+    :func:`asr_distill.data_quality.combine.combine_findings`).
 
     With one partition the result is that partition's problems and metadata. With several, the
-    problems of all partitions (with a ``partition`` column) and a per-partition table of the scalar
-    metadata; the check fails when any partition has a problem.
+    problems of all failing partitions (with a ``partition`` column), the integer metadata summed and a
+    per-partition table of the scalar metadata; the check fails when any partition has a problem.
     """
-    found: dict[str, list[tuple[str, list[dict[str, Any]], dict[str, Any]]]] = {n: [] for n in names}
+    found: dict[str, list[tuple[str, Finding[dict[str, Any]]]]] = {n: [] for n in names}
     for partition in partitions:
         for name, problems, meta in findings(partition):
-            found[name].append((partition, problems, meta))
+            status = "error" if problems else "pass"
+            found[name].append(
+                (partition, Finding(status, len(problems), rows=tuple(problems), metadata=meta))
+            )
     for name in sorted(found):
-        results = found[name]
-        if len(results) == 1:
-            _, problems, meta = results[0]
-            yield check_result(name, problems, meta)
+        if not found[name]:  # a run without partitions: nothing was checked
+            yield check_result(name, [], {"partitions": 0, "per_partition": md_table(["partition"], [])})
             continue
-        problems = [{"partition": p, **q} for p, ps, _ in results for q in ps]
-        columns = sorted({k for _, _, m in results for k, v in m.items() if isinstance(v, int | float | str)})
+        run = combine_findings(found[name])
+        if len(run.per_partition) == 1:
+            ((_, only),) = run.per_partition
+            yield check_result(name, list(only.rows), dict(only.metadata))
+            continue
+        problems = [{"partition": p, **q} for p, q in run.rows]
+        columns = run.metadata_columns()
         table = md_table(
-            ["partition", *columns], [[p, *(m.get(c, "") for c in columns)] for p, _, m in results]
+            ["partition", *columns],
+            [[p, *(f.metadata.get(c, "") for c in columns)] for p, f in run.per_partition],
         )
-        yield check_result(name, problems, {"partitions": len(results), "per_partition": table})
+        yield check_result(
+            name, problems, {**run.totals(), "partitions": len(run.per_partition), "per_partition": table}
+        )

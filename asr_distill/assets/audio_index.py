@@ -3,11 +3,10 @@
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from asr_distill import lake as layout
-from asr_distill.assets._metadata import md_counts, md_histogram, md_table
+from asr_distill.assets._metadata import md_counts, md_histogram, md_table, partition_check_results
 from asr_distill.assets._policies import (
     CPU_BACKFILL,
     IO_RETRY,
@@ -19,7 +18,7 @@ from asr_distill.partitions import prefix_of, raw_prefix_partitions, run_partiti
 from asr_distill.resources import StorageResource
 from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, build_index
 from asr_distill.stages.index.schema import PROBE_ERRORS, SIDECAR_ERRORS
-from asr_distill.stages.index.validation import validate_index_file
+from asr_distill.stages.index.validation import validate_index_object
 from asr_distill.storage import Storage
 
 
@@ -40,7 +39,7 @@ class AudioIndexConfig(dg.Config):
     retry_policy=IO_RETRY,
     backfill_policy=CPU_BACKFILL,
     deps=[raw_audio],
-    group_name="index",
+    group_name="ingest",
     code_version=INDEX_VERSION,
     kinds={"parquet"},
     description=(
@@ -124,27 +123,9 @@ def _index_partition(
 )
 def audio_index_schema(context: dg.AssetCheckExecutionContext, lake: StorageResource) -> dg.AssetCheckResult:
     store = lake.get()
-    partitions = run_partition_keys(context)
-    rows_validated, failure_cases, samples, missing = 0, 0, [], []
-    for partition in partitions:
-        key = layout.audio_index_key(partition)
-        if not store.exists(key):
-            missing.append(store.url(key))
-            continue
-        with store.local_copy(key, suffix=".parquet") as path:
-            rows, failures = validate_index_file(path)
-        rows_validated += rows
-        if failures is not None:
-            failure_cases += len(failures)
-            sample = failures.head(10).astype(str)
-            if len(partitions) > 1:
-                sample.insert(0, "partition", partition)
-            samples.append(sample)
-    metadata: dict[str, Any] = {"rows_validated": rows_validated, "partitions": len(partitions)}
-    if missing:
-        metadata["error"] = "not written: " + ", ".join(missing)
-    if samples:
-        sample = pd.concat(samples).head(10)
-        metadata["failure_cases"] = failure_cases
-        metadata["sample"] = md_table(list(sample.columns), sample.itertuples(index=False))
-    return dg.AssetCheckResult(passed=not missing and not samples, metadata=metadata)
+    (result,) = partition_check_results(
+        ["audio_index_schema"],
+        run_partition_keys(context),
+        lambda p: [("audio_index_schema", *validate_index_object(store, layout.audio_index_key(p)))],
+    )
+    return result

@@ -51,7 +51,7 @@ class CleanedAudioConfig(dg.Config):
     retry_policy=IO_RETRY,
     backfill_policy=CPU_BACKFILL,
     deps=[audio_index],
-    group_name="clean",
+    group_name="ingest",
     kinds={"parquet"},
     description=(
         "Every indexed clip decoded to 16 kHz mono and measured (duration, levels, clipping, silence, "

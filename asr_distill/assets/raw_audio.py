@@ -9,7 +9,7 @@ from asr_distill.stages.index.build import listing_fingerprint
 
 @dg.observable_source_asset(
     partitions_def=raw_prefix_partitions,
-    group_name="raw",
+    group_name="ingest",
     description="Raw audio objects (and sidecars) under one top-level prefix of the raw store.",
 )
 def raw_audio(context: dg.AssetExecutionContext, raw: StorageResource) -> dg.DataVersionsByPartition:

@@ -31,7 +31,7 @@ from asr_distill.assets._policies import (
 from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
-from asr_distill.resources.ray import PrivateLocalRay, ensure_connected
+from asr_distill.resources.ray import ensure_connected, workers_on_this_machine
 from asr_distill.resources.teacher import TeacherResource
 from asr_distill.stages.labels import (
     ERROR_REASONS,
@@ -114,7 +114,7 @@ def _labelled_sha(store: Storage, key: str) -> str | None:
     backfill_policy=LABELS_BACKFILL,
     deps=[webdataset_shards],
     pool="gpu",
-    group_name="labels",
+    group_name="distill",
     kinds={"ray", "parquet"},
     description=(
         "Teacher pseudo-labels for every shard sample (text, language, log-probability, compression "
@@ -323,7 +323,7 @@ def _reader(store: Storage, ray_cluster: RayResource) -> WebDatasetShardReader:
     """On the private local cluster the actors get the lake store as configured for this run (its
     settings and credentials never leave the machine); on a remote cluster they open the lake URI from
     their own environment (their own OSS_* variables or RAM role)."""
-    return WebDatasetShardReader(store.uri, store=store if isinstance(ray_cluster, PrivateLocalRay) else None)
+    return WebDatasetShardReader(store.uri, store=store if workers_on_this_machine(ray_cluster) else None)
 
 
 def _empty_labels() -> pa.Table:

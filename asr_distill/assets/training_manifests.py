@@ -48,7 +48,7 @@ class TrainingManifestsConfig(dg.Config):
     # current labels when it starts, so serialised steps never miss a partition labelled before them.
     pool="manifests",
     retry_policy=IO_RETRY,
-    group_name="manifests",
+    group_name="distill",
     kinds={"parquet", "json"},
     description=(
         "Every labelled partition joined (shard index, teacher labels, clean metadata), filtered by label "

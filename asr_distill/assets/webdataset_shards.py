@@ -52,7 +52,7 @@ def _config(overrides: dict[str, Any]) -> ShardConfig:
     retry_policy=IO_RETRY,
     backfill_policy=CPU_BACKFILL,
     deps=[cleaned_audio],
-    group_name="shards",
+    group_name="ingest",
     kinds={"webdataset", "parquet"},
     description=(
         "Every kept clip as <key>.flac (16 kHz mono) + <key>.json in WebDataset tars, one duration bucket "

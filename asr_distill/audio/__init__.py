@@ -1,13 +1,7 @@
 """Audio decoding shared by the stages: any indexed clip -> float32, 16 kHz mono."""
 
 from asr_distill.audio.decode import (
-    BLOCK_FRAMES,
     DECODE_ERRORS,
-    DEFAULT_QUALITY,
-    TARGET_RATE,
-    AudioBlock,
-    AudioDecoder,
-    DecodedAudio,
     DecodeError,
     decode,
     decode_object,
@@ -15,14 +9,8 @@ from asr_distill.audio.decode import (
 )
 
 __all__ = [
-    "BLOCK_FRAMES",
     "DECODE_ERRORS",
-    "DEFAULT_QUALITY",
-    "TARGET_RATE",
-    "AudioBlock",
-    "AudioDecoder",
     "DecodeError",
-    "DecodedAudio",
     "decode",
     "decode_object",
     "open_decoder",

@@ -35,6 +35,11 @@ Tests and what a *failing row* is (rows considered = rows of the table that pass
   ``"(select count(*) from cleaned) + (select count(*) from quarantine)"``): one failure when the
   count of considered rows violates the bounds, else none; both numbers are reported.
 
+Named values: any SQL string (``where``, ``expression``, ``equals``, SQL bounds) may contain
+``{{ name }}``, replaced by the SQL literal of a value the code defines (a number, a string, a list
+``['a', 'b']``; see :mod:`asr_distill.data_quality.named`); a bound argument that is only
+``"{{ name }}"`` of a number stays that number. An unknown name is an error of the file.
+
 Every test takes ``where`` (SQL filter applied first), ``severity`` (``error`` | ``warn``, default
 error), ``error_if`` / ``warn_if`` (dbt thresholds on the failure count, ``">0"``, ``">=10"``,
 ``"!=0"``, or on the failure rate among the considered rows, ``">5%"``; both default to ``"!=0"``),

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import duckdb
 
 from asr_distill import lake
+from asr_distill.data_quality.combine import Finding, combine
 from asr_distill.dbt_like_checks import sqlutil
 from asr_distill.dbt_like_checks.spec import CheckSpec
 from asr_distill.storage import Storage
@@ -351,47 +352,42 @@ def _evaluate(
     )
 
 
-_SEVERITY_ORDER: dict[str, int] = {"pass": 0, "warn": 1, "error": 2}
-
-
 def run_check_per_partition(
     spec: CheckSpec, store: Storage, partitions: Sequence[str] | None
 ) -> CheckOutcome:
     """Evaluate ``spec`` for every partition on its own and combine the outcomes (a multi-partition run).
 
-    Thresholds apply per partition, exactly as in one run per partition: a percentage over the union
-    would let one bad prefix hide among good ones. The combined status is the worst one; the sample of
-    failing rows comes from the first partition with that status, with a ``partition`` column.
+    Combined by :func:`asr_distill.data_quality.combine.combine`: thresholds apply per partition, the
+    status is the worst one, and the sample of failing rows (with a ``partition`` column) comes from the
+    failing partitions, worst first.
     """
     if partitions is None or len(partitions) <= 1:
         return run_check_sql(spec, store, partitions)
-    outcomes = [(p, run_check_sql(spec, store, p)) for p in partitions]
-    worst_part, worst = max(outcomes, key=lambda po: _SEVERITY_ORDER[po[1].status])
-    bad = [(p, o) for p, o in outcomes if not o.passed]
+    outcomes: dict[str, CheckOutcome] = {}
+
+    def evaluate(partition: str) -> Finding[tuple[Any, ...]]:
+        o = outcomes[partition] = run_check_sql(spec, store, partition)
+        return Finding(o.status, o.failures, o.rows_considered, o.message, o.sample_rows, problem=o.problem)
+
+    run = combine(partitions, evaluate)
+    worst = outcomes[run.worst[0]]
     objects: dict[str, int] = {}
-    for _, o in outcomes:
+    for o in outcomes.values():
         for table, n in o.objects.items():
             objects[table] = objects.get(table, 0) + n
-    extra: dict[str, Any] = {
-        "partitions_failing": ", ".join(f"{p} ({o.status}: {o.failures})" for p, o in bad) or "none"
-    }
-    if not bad:
-        message = f"passed in all {len(outcomes)} partitions"
-    else:
-        message = f"{len(bad)} of {len(outcomes)} partitions failing; " + "; ".join(
-            f"{p}: {o.message}" for p, o in bad
-        )
+    columns = next((outcomes[p].sample_columns for p, _ in run.failing if outcomes[p].sample_columns), ())
+    rows = [(p, *row) for p, row in run.rows if outcomes[p].sample_columns == columns][:SAMPLE_ROWS]
     return CheckOutcome(
         spec=spec,
-        status=worst.status,
-        failures=sum(o.failures for _, o in outcomes),
-        rows_considered=sum(o.rows_considered for _, o in outcomes),
-        message=message,
+        status=run.status,
+        failures=run.failures,
+        rows_considered=run.considered,
+        message=run.message,
         sql=worst.sql,
-        partitions=tuple(partitions),
+        partitions=run.partitions,
         objects=objects,
-        sample_columns=("partition", *worst.sample_columns) if worst.sample_columns else (),
-        sample_rows=tuple((worst_part, *row) for row in worst.sample_rows),
-        extra=extra,
-        problem=next((f"{p}: {o.problem}" for p, o in bad if o.problem is not None), None),
+        sample_columns=("partition", *columns) if columns and rows else (),
+        sample_rows=tuple(rows) if columns else (),
+        extra={"partitions_failing": run.failing_summary},
+        problem=run.problem,
     )

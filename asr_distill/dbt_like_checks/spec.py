@@ -42,6 +42,8 @@ _TEST_ARGS: dict[str, tuple[str, ...]] = {
     "expression_is_true": ("expression",),
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")  # Dagster's rule for names and asset key parts
+_PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+NamedValue = int | float | str | tuple[str | int | float, ...]
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
@@ -187,9 +189,12 @@ def _describe(node: yaml.Node) -> str:
 
 
 class _FileParser:
-    def __init__(self, path: Path, problems: list[tuple[str, int | None, str]]) -> None:
+    def __init__(
+        self, path: Path, problems: list[tuple[str, int | None, str]], values: Mapping[str, NamedValue]
+    ) -> None:
         self.path = path
         self.problems = problems
+        self.values = values
         self.loader: yaml.SafeLoader | None = None
         self.known: set[str] | None = None
 
@@ -246,8 +251,24 @@ class _FileParser:
         if "\x00" in text:
             raise self.bad(node, f"{what} contains a NUL character")
         if sql:
+            text = self.render(node, text, what)
             self.sql(node, text, what)
         return text
+
+    def render(self, node: yaml.Node, text: str, what: str) -> str:
+        """``text`` with each ``{{ name }}`` replaced by the SQL literal of that named value."""
+
+        def literal(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.values:
+                known = ", ".join(sorted(self.values)) or "none"
+                raise self.bad(node, f"{what}: unknown named value {{{{ {name} }}}} (known: {known})")
+            return _sql_literal(self.values[name])
+
+        rendered = _PLACEHOLDER_RE.sub(literal, text)
+        if "{{" in rendered:
+            raise self.bad(node, f"{what}: a placeholder must read {{{{ name }}}} (letters, digits and _)")
+        return rendered
 
     def sql(self, node: yaml.Node, text: str, what: str) -> set[str]:
         try:
@@ -283,6 +304,10 @@ class _FileParser:
         if isinstance(value, float) and not math.isfinite(value):
             raise self.bad(node, f"{what} must be a finite number, got {_describe(node)}")
         if isinstance(value, str):
+            whole = _PLACEHOLDER_RE.fullmatch(value.strip())
+            named = self.values.get(whole.group(1)) if whole else None
+            if isinstance(named, int | float) and not isinstance(named, bool):
+                return named  # a named bound alone stays a number
             return self.string(node, what, sql=True)
         return value
 
@@ -566,7 +591,9 @@ class _FileParser:
                 else:
                     args["equals"] = self.integer(eq_node, "`equals`")
         elif test == "expression_is_true":
-            args["expression"] = self.string(node_of("expression"), "`expression`")
+            args["expression"] = self.render(
+                node_of("expression"), self.string(node_of("expression"), "`expression`"), "`expression`"
+            )
             if column is not None:
                 self.sql(
                     node_of("expression"),
@@ -601,6 +628,14 @@ class _FileParser:
         )
 
 
+def _sql_literal(value: NamedValue) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_sql_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return sqlutil.quote_str(value)
+    return sqlutil.number_literal(value)
+
+
 def _sanitize(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
@@ -617,18 +652,27 @@ def _default_name(table: str, test: str, column: str | None, args: Mapping[str, 
 
 
 def load_check_specs(
-    paths: Iterable[Path | str], *, known_tables: Iterable[str] | None = None
+    paths: Iterable[Path | str],
+    *,
+    known_tables: Iterable[str] | None = None,
+    values: Mapping[str, NamedValue] | None = None,
 ) -> list[CheckSpec]:
     """Parse and validate check files, in the order given; raise :class:`CheckSpecError` on any problem.
 
     With ``known_tables`` (e.g. ``asr_distill.lake.registered_tables()``), every table a test names or
-    reads must be one of them; without it, tables are only resolved when a check runs.
+    reads must be one of them; without it, tables are only resolved when a check runs. ``values`` are
+    the names a SQL string may reference as ``{{ name }}`` (default: the project's bounds and reason
+    lists, :data:`asr_distill.data_quality.named.CHECK_VALUES`).
     """
+    if values is None:
+        from asr_distill.data_quality.named import CHECK_VALUES  # imports the stage schemas
+
+        values = CHECK_VALUES
     problems: list[tuple[str, int | None, str]] = []
     specs: list[CheckSpec] = []
     known = list(known_tables) if known_tables is not None else None
     for path in paths:
-        specs.extend(_FileParser(Path(path), problems).parse(known))
+        specs.extend(_FileParser(Path(path), problems, values).parse(known))
     seen: dict[tuple[tuple[str, ...], str], CheckSpec] = {}
     for spec in specs:
         key = (spec.asset_key, spec.name)

@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-marker", action="store_true", help="write no _SUCCESS marker at the end of each prefix"
     )
     p.add_argument("--no-flite", action="store_true", help="use espeak-ng voices only")
+    p.add_argument(
+        "--multilingual",
+        action="store_true",
+        help="also write ja_read/ (Japanese, Kokoro TTS extra) and mixed_lang/ (ja + en, no declared language)",
+    )
     p.add_argument("--workers", type=int, default=None, help="synthesis threads (default: CPU count, max 8)")
     p.add_argument(
         "--report", default=None, help="also write the JSON ground-truth report to this local file"
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = open_storage(args.out)
         names = prefix_names(args.prefixes) + ([] if args.no_broken else ["broken"])
+        names += ["ja_read", "mixed_lang"] if args.multilingual else []
         existing = [p for p in names if _holds_objects(store, p + "/")]
         started = time.perf_counter()
         report = generate_corpus(
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             marker=not args.no_marker,
             workers=args.workers,
             use_flite=not args.no_flite,
+            multilingual=args.multilingual,
         )
     except (StorageError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1343,6 +1343,7 @@ def generate_corpus(
     use_flite: bool = True,
     espeak_path: str | None = None,
     flite_path: str | None = None,
+    multilingual: bool = False,
 ) -> CorpusReport:
     """Synthesise the demo corpus into ``store`` and describe every object written.
 
@@ -1360,6 +1361,10 @@ def generate_corpus(
     for i, name in enumerate(names):
         clips = _plan_prefix(seed, i, name, SIZES[size], speakers)
         groups.append((name, [lambda c=c: _render_clip(synth, c) for c in clips]))
+    if multilingual:  # ja_read/ and mixed_lang/ (needs the TTS extra; see asr_distill.demo.japanese)
+        from asr_distill.demo.mixed import multilingual_groups
+
+        groups.extend(multilingual_groups(synth))
     if broken:
         groups.append((BROKEN_PREFIX, _broken_tasks(seed, synth, speakers)))
 

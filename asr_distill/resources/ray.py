@@ -22,16 +22,20 @@ import atexit
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from dagster_ray import Lifecycle, LocalRay, RayResource
 from pydantic import Field, PrivateAttr
 
-RAY_ENV = "ASR_DISTILL_RAY"
-RAY_CPUS_ENV = "ASR_DISTILL_RAY_NUM_CPUS"
-KUBERAY_IMAGE_ENV = "ASR_DISTILL_KUBERAY_IMAGE"
-KUBERAY_CLUSTER_ENV = "ASR_DISTILL_KUBERAY_CLUSTER"
+from asr_distill import settings as env_registry
+
+# The variables are declared (name, default, doc) in asr_distill.settings.
+RAY_ENV = env_registry.RAY.name
+RAY_CPUS_ENV = env_registry.RAY_NUM_CPUS.name
+KUBERAY_IMAGE_ENV = env_registry.KUBERAY_IMAGE.name
+KUBERAY_CLUSTER_ENV = env_registry.KUBERAY_CLUSTER.name
 
 # Ray's raylet waits 15 s for its dashboard agent by default: too short on a loaded laptop or CI box.
 _LOCAL_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "120000"}
@@ -59,25 +63,74 @@ def ensure_connected(resource: RayResource, context: Any) -> None:
         context.log.info(f"connected to {resource.display_name}")
 
 
-# The cluster a PrivateLocalRay(keep_alive=True) keeps for later steps of this process.
-_KEPT: dict[str, Any] = {}
+@dataclass(frozen=True)
+class KeptCluster:
+    """A private local cluster left up after its step, for later steps of the same process."""
+
+    settings: str  # the PrivateLocalRay settings that started it (a step with other settings restarts)
+    context: Any  # ray.init's context
+    temp_dir: str
+    gcs_address: str  # identifies that very cluster (a later ray.init in the process starts another)
 
 
-def _forget_kept() -> None:
-    temp = _KEPT.pop("temp_dir", None)
-    _KEPT.pop("context", None)
-    _KEPT.pop("settings", None)
-    _KEPT.pop("gcs", None)
-    if temp:
-        shutil.rmtree(temp, ignore_errors=True)
+class KeptClusters:
+    """The process's kept cluster (at most one: Ray allows one driver connection per process).
+
+    Resources are rebuilt for every run, so what outlives a step lives here; the cluster is shut down
+    when the process exits, or as soon as a step needs another cluster.
+    """
+
+    def __init__(self) -> None:
+        self._kept: KeptCluster | None = None
+        self._atexit_registered = False
+
+    def reusable(self, settings: str) -> Any | None:
+        """The kept cluster's context if it still runs and was started with ``settings``, else None."""
+        import ray
+
+        kept = self._kept
+        if kept is None or kept.settings != settings or not ray.is_initialized():
+            return None
+        if ray.get_runtime_context().gcs_address != kept.gcs_address:
+            return None
+        return kept.context
+
+    def keep(self, cluster: KeptCluster) -> None:
+        self.forget()
+        self._kept = cluster
+        if not self._atexit_registered:
+            atexit.register(self.shutdown)
+            self._atexit_registered = True
+
+    def holds(self, context: Any) -> bool:
+        return context is not None and self._kept is not None and context is self._kept.context
+
+    def forget(self) -> None:
+        """Drop the record (and the temp dir) of the kept cluster, without shutting it down."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            shutil.rmtree(kept.temp_dir, ignore_errors=True)
+
+    def shutdown(self) -> None:
+        """Shut the kept cluster down (if it is still this process's Ray connection) and forget it."""
+        import ray
+
+        if self._kept is not None and ray.is_initialized():
+            ray.shutdown()
+        self.forget()
 
 
-def _shutdown_kept() -> None:
-    import ray
+KEPT_CLUSTERS = KeptClusters()
 
-    if _KEPT.get("context") is not None and ray.is_initialized():
-        ray.shutdown()
-    _forget_kept()
+
+def workers_on_this_machine(resource: RayResource) -> bool:
+    """Whether the resource's Ray workers are processes of this machine started for this step.
+
+    Then the step may hand its opened lake store (settings and credentials included) to the actors;
+    otherwise they open the lake from their own environment. dagster-ray's own resources (KubeRay)
+    lack the property and are remote.
+    """
+    return bool(getattr(resource, "workers_on_this_machine", False))
 
 
 class PrivateLocalRay(LocalRay):
@@ -86,6 +139,10 @@ class PrivateLocalRay(LocalRay):
     ``ray.init(address="local")`` with a fresh temp dir: never someone else's head, never a stale
     session left in ``/tmp/ray``. ``num_cpus`` / ``num_gpus`` cap what the cluster advertises (default:
     what the machine has).
+
+    dagster-ray's lifecycle runs it: :meth:`connect` starts (or reuses) the cluster, :meth:`delete`
+    (called by dagster-ray's ``cleanup`` under ``lifecycle.cleanup``, default ``always``) stops it,
+    and :meth:`on_cleanup` removes what a cleanup without delete left.
     """
 
     lifecycle: Lifecycle = Field(default=_lazy(), description=_LAZY_FIELD_DESCRIPTION)
@@ -114,25 +171,31 @@ class PrivateLocalRay(LocalRay):
     def name(self) -> str:
         return "private local Ray"
 
+    @property
+    def workers_on_this_machine(self) -> bool:
+        return True
+
+    def _settings(self) -> str:
+        return repr(
+            (self.num_cpus, self.num_gpus, self.include_dashboard, sorted(self.ray_init_options.items()))
+        )
+
     def connect(self, context: Any) -> Any:
+        """Start the private cluster (``ray.init(address="local")`` in a fresh temp dir), or reuse the
+        one a previous step of this process kept."""
         import ray
 
         for key, value in _LOCAL_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        settings = repr(
-            (self.num_cpus, self.num_gpus, self.include_dashboard, sorted(self.ray_init_options.items()))
-        )
-        if (
-            self.keep_alive
-            and ray.is_initialized()
-            and _KEPT.get("settings") == settings
-            and _KEPT.get("gcs") == ray.get_runtime_context().gcs_address  # still that very cluster
-        ):
-            self._context = _KEPT["context"]  # the cluster a previous step of this process kept
-            return self._context
+        settings = self._settings()
+        if self.keep_alive:
+            kept = KEPT_CLUSTERS.reusable(settings)
+            if kept is not None:
+                self._context = kept
+                return self._context
         if ray.is_initialized():  # a previous step of this process left it up: start clean
             ray.shutdown()
-        _forget_kept()
+        KEPT_CLUSTERS.forget()
         # Short path: Ray's Unix socket paths must fit in 107 bytes.
         self._temp_dir = tempfile.mkdtemp(prefix="ray-ad-", dir="/tmp")
         options: dict[str, Any] = {
@@ -152,31 +215,37 @@ class PrivateLocalRay(LocalRay):
             options["runtime_env"] = runtime_env
         self._context = ray.init(**options)
         if self.keep_alive:
-            _KEPT.update(
-                settings=settings,
-                context=self._context,
-                temp_dir=self._temp_dir,
-                gcs=ray.get_runtime_context().gcs_address,
+            KEPT_CLUSTERS.keep(
+                KeptCluster(settings, self._context, self._temp_dir, ray.get_runtime_context().gcs_address)
             )
-            if not _KEPT.get("atexit"):
-                atexit.register(_shutdown_kept)
-                _KEPT["atexit"] = True
         return self._context
 
-    def cleanup(self, context: Any, exception: BaseException | None) -> None:
+    def delete(self, context: Any) -> None:
+        """Stop the cluster this step started; a kept one stays up for the next step of this process."""
         import ray
 
-        if self._context is not None and self._context is _KEPT.get("context"):
-            self._context, self._temp_dir = None, None  # kept for the next step of this process
+        if KEPT_CLUSTERS.holds(self._context):
+            self._context, self._temp_dir = None, None
             return
         try:
             if self._context is not None and ray.is_initialized():  # only the cluster this step started
                 ray.shutdown()
         finally:
             self._context = None
-            if self._temp_dir:
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
-                self._temp_dir = None
+            self._remove_temp_dir()
+
+    def on_cleanup(self, context: Any, *, deleted: bool) -> None:
+        # Without delete (lifecycle.cleanup never / on_exception), dagster-ray disconnected, which for a
+        # local cluster stops it: only its temp dir is left.
+        # (No log line: a lazy resource that never connected has nothing to report.)
+        if not deleted and not KEPT_CLUSTERS.holds(self._context):
+            self._remove_temp_dir()
+        self._context = None
+
+    def _remove_temp_dir(self) -> None:
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
 
 class RemoteRay(RayResource):
@@ -191,8 +260,12 @@ class RemoteRay(RayResource):
     address: str = Field(description="ray://host:10001, auto, or host:port")
     lifecycle: Lifecycle = Field(default=_lazy(), description=_LAZY_FIELD_DESCRIPTION)
 
+    @property
+    def workers_on_this_machine(self) -> bool:
+        return False
+
     def connect(self, context: Any) -> Any:
-        _shutdown_kept()  # a private local cluster kept by an earlier step of this process
+        KEPT_CLUSTERS.shutdown()  # a private local cluster kept by an earlier step of this process
         return super().connect(context)
 
     @property
@@ -249,4 +322,14 @@ def make_ray_resource(spec: str | None = None) -> RayResource:
     )
 
 
-__all__ = ["RAY_ENV", "PrivateLocalRay", "RemoteRay", "ensure_connected", "make_ray_resource"]
+__all__ = [
+    "KEPT_CLUSTERS",
+    "RAY_ENV",
+    "KeptCluster",
+    "KeptClusters",
+    "PrivateLocalRay",
+    "RemoteRay",
+    "ensure_connected",
+    "make_ray_resource",
+    "workers_on_this_machine",
+]

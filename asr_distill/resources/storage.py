@@ -5,23 +5,20 @@ which wires the credentials as ``dg.EnvVar``: Dagster resolves them when the res
 initialised for a run (not when definitions load), shows only the variable names in the UI and
 run config, and fails that run with the variable's name if it is unset. Jobs that touch only
 local stores never initialise an OSS resource, so local users never need the ``OSS_*`` variables.
+
+Which endpoint, region, key pair and STS token a store uses is decided by one rule, shared with
+``open_storage("oss://…")`` in Ray actors: :func:`asr_distill.storage.oss.credentials.resolve_options`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from asr_distill import settings
 from asr_distill.storage import Storage, open_storage
-
-ENV_ACCESS_KEY_ID = "OSS_ACCESS_KEY_ID"
-ENV_ACCESS_KEY_SECRET = "OSS_ACCESS_KEY_SECRET"
-ENV_SECURITY_TOKEN = "OSS_SECURITY_TOKEN"
-ENV_ENDPOINT = "OSS_ENDPOINT"
-ENV_REGION = "OSS_REGION"
 
 
 def is_oss_uri(uri: str) -> bool:
@@ -31,9 +28,10 @@ def is_oss_uri(uri: str) -> bool:
 class StorageResource(dg.ConfigurableResource):
     """An object store addressed by URI: a local directory or ``oss://bucket/prefix``.
 
-    The OSS fields are ignored for local paths. ``region`` and ``security_token`` fall back to
-    ``OSS_REGION`` / ``OSS_SECURITY_TOKEN`` read at initialisation when left unset (both are
-    optional, so they cannot be a required ``EnvVar``).
+    The OSS fields are ignored for local paths. Unset OSS fields are completed at initialisation by
+    the credential rule of :mod:`asr_distill.storage.oss.credentials` (``region`` and
+    ``security_token`` are optional, so they cannot be a required ``EnvVar``; the environment's STS
+    token is used only with the environment's key pair).
     """
 
     uri: str
@@ -55,21 +53,17 @@ class StorageResource(dg.ConfigurableResource):
         """Options handed to remote backends (credentials, endpoint); none for local paths."""
         if not is_oss_uri(self.uri):
             return {}
-        from asr_distill.storage.oss import RetryPolicy
+        from asr_distill.storage.oss import RetryPolicy, resolve_options
 
-        return {
-            "endpoint": self.endpoint or os.environ.get(ENV_ENDPOINT),
-            "region": self.region or os.environ.get(ENV_REGION) or None,
+        given = {
+            "endpoint": self.endpoint,
+            "region": self.region,
             "access_key_id": self.access_key_id,
             "access_key_secret": self.access_key_secret,
-            # The STS token from the environment belongs to the environment's key pair only.
-            "security_token": self.security_token
-            or (
-                os.environ.get(ENV_SECURITY_TOKEN)
-                if self.access_key_id == os.environ.get(ENV_ACCESS_KEY_ID)
-                else None
-            )
-            or None,
+            "security_token": self.security_token,
+        }
+        return {
+            **resolve_options(given),
             "signature_version": self.signature_version,
             "multipart_threshold": self.multipart_threshold_mb * (1 << 20),
             "part_size": self.part_size_mb * (1 << 20),
@@ -91,7 +85,7 @@ def make_storage_resource(uri: str) -> StorageResource:
     parse_oss_uri(uri)  # fail at definitions load on a malformed URI, not in the middle of a run
     return StorageResource(
         uri=uri,
-        endpoint=dg.EnvVar(ENV_ENDPOINT),
-        access_key_id=dg.EnvVar(ENV_ACCESS_KEY_ID),
-        access_key_secret=dg.EnvVar(ENV_ACCESS_KEY_SECRET),
+        endpoint=dg.EnvVar(settings.OSS_ENDPOINT.name),
+        access_key_id=dg.EnvVar(settings.OSS_ACCESS_KEY_ID.name),
+        access_key_secret=dg.EnvVar(settings.OSS_ACCESS_KEY_SECRET.name),
     )

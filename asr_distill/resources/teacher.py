@@ -1,15 +1,14 @@
 """The teacher as a Dagster resource: which model labels the shards, and the actor pool that runs it.
 
-Defaults come from the environment when the code location loads (all optional):
-
-``ASR_DISTILL_TEACHER``          ``faster_whisper`` (default: CPU tiny.en, bundled) or ``vllm``
-``ASR_DISTILL_TEACHER_OPTIONS``  JSON object of backend options, e.g.
-                                 ``{"model": "openai/whisper-large-v3", "language": "en"}`` (vllm) or
-                                 ``{"model_path": "/models/large-v3-ct2", "device": "cuda",
-                                 "compute_type": "float16"}`` (faster_whisper)
-``ASR_DISTILL_TEACHER_ACTORS``   number of teacher actors (default: one per CPU; vllm: 1)
-``ASR_DISTILL_TEACHER_CPUS``     CPUs per actor (default 1)
-``ASR_DISTILL_TEACHER_GPUS``     GPUs per actor, fractional allowed (default 0; vllm default 1)
+Defaults come from the ``ASR_DISTILL_TEACHER*`` variables (:mod:`asr_distill.settings`) when the code
+location loads (all optional). ``ASR_DISTILL_TEACHER_OPTIONS`` is a JSON object of backend options, e.g.
+``{"model": "openai/whisper-large-v3", "language": "en"}`` (vllm) or ``{"model_path":
+"/models/large-v3-ct2", "device": "cuda", "compute_type": "float16"}`` (faster_whisper). Bundled CPU
+models: ``{"model": "tiny.en"}`` (English only), ``{"model": "base", "language": "detect"}``
+(multilingual; clips without a declared language are identified) or ``{"model": "auto", "language":
+"detect"}`` (tiny.en for English clips, base for the others); ``"language_id": "undeclared"`` skips
+identification on clips whose language is declared (default ``"always"``: needed by the
+``language_mismatch`` / ``low_language_prob`` flags).
 
 Everything can also be set per run in the launchpad (resource config). The model itself is loaded
 inside the Ray actors, never in the Dagster process.
@@ -24,14 +23,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from asr_distill import settings
 from asr_distill.stages.labels import PoolConfig
 from asr_distill.teachers import TEACHER_BACKENDS, TeacherConfig, teacher_config
-
-TEACHER_ENV = "ASR_DISTILL_TEACHER"
-TEACHER_OPTIONS_ENV = "ASR_DISTILL_TEACHER_OPTIONS"
-TEACHER_ACTORS_ENV = "ASR_DISTILL_TEACHER_ACTORS"
-TEACHER_CPUS_ENV = "ASR_DISTILL_TEACHER_CPUS"
-TEACHER_GPUS_ENV = "ASR_DISTILL_TEACHER_GPUS"
 
 
 class TeacherResource(dg.ConfigurableResource):
@@ -56,7 +50,7 @@ class TeacherResource(dg.ConfigurableResource):
         """The picklable config the actors build their teacher from (validated here, in the driver)."""
         try:
             return teacher_config(self.backend, **self.options)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise dg.DagsterInvalidConfigError(
                 f"invalid options for teacher backend {self.backend!r}: {exc}", [], None
             ) from None
@@ -76,28 +70,27 @@ class TeacherResource(dg.ConfigurableResource):
 
 def make_teacher_resource() -> TeacherResource:
     """The default teacher from the ``ASR_DISTILL_TEACHER*`` variables (see the module docstring)."""
-    env = os.environ
-    backend = (env.get(TEACHER_ENV) or "faster_whisper").strip()
+    backend = (settings.TEACHER.get() or "").strip()
     if backend not in TEACHER_BACKENDS:
         raise dg.DagsterInvalidDefinitionError(
-            f"{TEACHER_ENV}={backend!r}: known teacher backends are {', '.join(TEACHER_BACKENDS)}"
+            f"{settings.TEACHER.name}={backend!r}: known teacher backends are {', '.join(TEACHER_BACKENDS)}"
         )
-    raw_options = env.get(TEACHER_OPTIONS_ENV) or "{}"
+    options_name = settings.TEACHER_OPTIONS.name
     try:
-        options = json.loads(raw_options)
+        options = json.loads(settings.TEACHER_OPTIONS.get() or "{}")
     except json.JSONDecodeError as exc:
-        raise dg.DagsterInvalidDefinitionError(f"{TEACHER_OPTIONS_ENV} is not valid JSON: {exc}") from None
+        raise dg.DagsterInvalidDefinitionError(f"{options_name} is not valid JSON: {exc}") from None
     if not isinstance(options, dict):
-        raise dg.DagsterInvalidDefinitionError(f"{TEACHER_OPTIONS_ENV} must be a JSON object")
+        raise dg.DagsterInvalidDefinitionError(f"{options_name} must be a JSON object")
     gpu_default = 1.0 if backend == "vllm" else 0.0
     actors_default = 1 if backend == "vllm" else max(1, os.cpu_count() or 1)
     try:
         return TeacherResource(
             backend=backend,
             options=options,
-            num_actors=int(env.get(TEACHER_ACTORS_ENV) or actors_default),
-            num_cpus=float(env.get(TEACHER_CPUS_ENV) or 1.0),
-            num_gpus=float(env.get(TEACHER_GPUS_ENV) or gpu_default),
+            num_actors=int(settings.TEACHER_ACTORS.get() or actors_default),
+            num_cpus=float(settings.TEACHER_CPUS.get() or 1.0),
+            num_gpus=float(settings.TEACHER_GPUS.get() or gpu_default),
             batch_size=64 if backend == "vllm" else 8,
         )
     except ValueError as exc:

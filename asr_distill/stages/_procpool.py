@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Generic, Literal, TypeVar
 
+from asr_distill.settings import FORKSERVER_MAIN
+
 T = TypeVar("T")
 R = TypeVar("R")
 Executor = Literal["process", "thread", "inline"]
@@ -90,7 +92,7 @@ def _run_chunk(chunk: list[Any]) -> list[Any]:
 
 
 # -- driver side ------------------------------------------------------------------------------
-FORKSERVER_MAIN_ENV = "ASR_DISTILL_FORKSERVER_MAIN"
+FORKSERVER_MAIN_ENV = FORKSERVER_MAIN.name  # declared in asr_distill.settings
 
 
 @functools.cache

@@ -33,20 +33,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asr_distill import settings as env_registry
 from asr_distill.storage import ObjectNotFoundError, Storage, StorageError
 
 CURSOR_VERSION = 1
 FP_CHARS = 12
 MARKER_TAG_CHARS = 8
 
-ENV_MARKER = "ASR_DISTILL_SENSOR_MARKER"
-ENV_QUIET_SECONDS = "ASR_DISTILL_SENSOR_QUIET_SECONDS"
-ENV_RERUN_CHANGED = "ASR_DISTILL_SENSOR_RERUN_CHANGED"
-ENV_INTERVAL_SECONDS = "ASR_DISTILL_SENSOR_INTERVAL_SECONDS"
-ENV_MAX_RUNS_PER_TICK = "ASR_DISTILL_SENSOR_MAX_RUNS_PER_TICK"
-ENV_PROBES_PER_TICK = "ASR_DISTILL_SENSOR_PROBES_PER_TICK"
-ENV_RECHECKS_PER_TICK = "ASR_DISTILL_SENSOR_RECHECKS_PER_TICK"
-ENV_DEFAULT_STATUS = "ASR_DISTILL_SENSOR_DEFAULT_STATUS"
+# The variables are declared (name, default, doc) in asr_distill.settings.
+ENV_MARKER = env_registry.SENSOR_MARKER.name
+ENV_QUIET_SECONDS = env_registry.SENSOR_QUIET_SECONDS.name
+ENV_RERUN_CHANGED = env_registry.SENSOR_RERUN_CHANGED.name
+ENV_INTERVAL_SECONDS = env_registry.SENSOR_INTERVAL_SECONDS.name
+ENV_MAX_RUNS_PER_TICK = env_registry.SENSOR_MAX_RUNS_PER_TICK.name
+ENV_PROBES_PER_TICK = env_registry.SENSOR_PROBES_PER_TICK.name
+ENV_RECHECKS_PER_TICK = env_registry.SENSOR_RECHECKS_PER_TICK.name
+ENV_DEFAULT_STATUS = env_registry.SENSOR_DEFAULT_STATUS.name
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

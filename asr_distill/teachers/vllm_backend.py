@@ -4,13 +4,16 @@
 CPU install). Prompt formats follow vLLM's own examples and model code:
 
 * Whisper (encoder-decoder): the audio goes to the encoder prompt, the decoder prompt is
-  ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|>``. With ``language=None`` the language
-  is detected first, as vLLM's transcription server does: decoder prompt ``<|startoftranscript|>``,
-  one token, restricted to the language tokens; its probability is renormalised over the language
-  tokens among the top log-probabilities vLLM returns.
+  ``<|startoftranscript|><|xx|><|transcribe|><|notimestamps|>`` with the clip's language token ``xx``.
+  A clip's language is its declared one (:meth:`Teacher.transcribe`'s ``languages``), else
+  ``language`` from the config; where neither is known it is detected first, as vLLM's transcription
+  server does: decoder prompt ``<|startoftranscript|>``, one token, restricted to the language
+  tokens; its probability is renormalised over the language tokens among the top log-probabilities
+  vLLM returns. ``language_id="always"`` runs that detection on declared clips too (for the
+  ``language_mismatch``/``low_language_prob`` flags).
 * Qwen2-Audio-7B-Instruct: ChatML with ``Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>`` in the user turn.
 * Qwen3-Omni (thinker only, text out): ChatML with ``<|audio_start|><|audio_pad|><|audio_end|>``.
-  The chat models get an instruction naming the language; they report no detected language.
+  The chat models get an instruction naming each clip's language; they report no detected language.
 
 Decoding: temperature 0, ``logprobs=1`` (``avg_logprob`` = cumulative log-probability / generated
 tokens, end-of-text included, as Whisper averages), ``limit_mm_per_prompt={"audio": 1}``,
@@ -21,7 +24,7 @@ per-clip latency does not exist).
 TESTED WITHOUT A GPU: the machines this project is developed on cannot run vLLM. The tests exercise
 prompt building and response mapping against a fake engine at exactly the ``LLM.generate`` boundary
 (objects shaped like vLLM's ``RequestOutput``/``CompletionOutput`` with token ids,
-``cumulative_logprob`` and ``logprobs``). Run ``python -m asr_distill.teachers.vllm_smoke`` on a GPU
+``cumulative_logprob`` and ``logprobs``). Run ``python -m asr_distill.vllm_smoke`` on a GPU
 machine before trusting a new model or vLLM version.
 
 ON A REAL ENGINE, ON CPU: Whisper tiny.en, converted from the shipped CTranslate2 model by
@@ -51,9 +54,11 @@ from asr_distill.teachers.base import (
     TeacherLoadError,
     TeacherResult,
     compression_ratio,
+    config_language,
     digest_files,
     finite_or_none,
     hash_model_dir,
+    normalize_language,
 )
 
 FAMILIES = ("whisper", "qwen2_audio", "qwen3_omni")
@@ -132,7 +137,7 @@ class VllmConfig:
     model: str = "openai/whisper-large-v3"  # hub id or local directory
     family: str | None = None  # whisper | qwen2_audio | qwen3_omni; None: from the model name
     revision: str | None = None
-    language: str | None = "en"  # None: Whisper detects it; chat families need a language or say so
+    language: str | None = "en"  # for clips that declare none; None or "detect": Whisper identifies it
     instruction: str | None = None  # chat families: replaces the default transcription instruction
     system_prompt: str | None = None  # chat families: replaces the default system prompt
     max_tokens: int | None = None
@@ -144,6 +149,10 @@ class VllmConfig:
     seed: int = 0
     expected_model_sha256: str | None = None  # digest of the model files (see hash_model_dir)
     engine_args: Mapping[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) arguments
+    language_id: str = "undeclared"  # whisper: detect where no language is known, or "always"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "language", config_language(self.language))
 
     def build(self) -> VllmTeacher:
         return VllmTeacher(self)
@@ -319,6 +328,8 @@ class VllmTeacher(Teacher):
     ) -> None:
         self.config = config
         self.family = config.resolved_family
+        if config.language_id not in ("undeclared", "always"):
+            raise ValueError(f"language_id={config.language_id!r}: expected 'undeclared' or 'always'")
         if self.family == "whisper" and config.language is not None:
             whisper_decoder_prompt(config.language)  # validate early
         self.model_files: dict[str, str] | None = None
@@ -413,6 +424,8 @@ class VllmTeacher(Teacher):
             "seed": cfg.seed,
             "detect_language": self.family == "whisper" and cfg.language is None and self.multilingual,
         }
+        if cfg.language_id != "undeclared":  # the default keeps earlier fingerprints
+            decoding["language_id"] = cfg.language_id
         prompt = (
             whisper_decoder_prompt(cfg.language, multilingual=self.multilingual)
             if self.family == "whisper"
@@ -475,33 +488,54 @@ class VllmTeacher(Teacher):
         ]
 
     def _transcribe(self, items: Sequence[tuple[str, np.ndarray]]) -> list[TeacherResult]:
+        return self._transcribe_langs(items, [None] * len(items))
+
+    def _transcribe_langs(
+        self, items: Sequence[tuple[str, np.ndarray]], languages: Sequence[str | None]
+    ) -> list[TeacherResult]:
         try:
-            return self._transcribe_batch(items)
+            return self._transcribe_batch(items, languages)
         except Exception:
             if len(items) == 1:
                 raise
         # isolate the clip(s) that break the batch; if every clip fails alone, the engine is broken
         out = []
-        for item in items:
+        for item, lang in zip(items, languages, strict=True):
             try:
-                out.extend(self._transcribe_batch([item]))
+                out.extend(self._transcribe_batch([item], [lang]))
             except Exception as exc:
                 out.append(TeacherResult.failed(item[0], "teacher_error", f"{type(exc).__name__}: {exc}"))
         if all(not r.ok for r in out):
             raise RuntimeError(f"vllm failed on every clip of the batch: {out[0].error_detail}")
         return out
 
-    def _transcribe_batch(self, items: Sequence[tuple[str, np.ndarray]]) -> list[TeacherResult]:
+    def _transcribe_batch(
+        self, items: Sequence[tuple[str, np.ndarray]], declared: Sequence[str | None]
+    ) -> list[TeacherResult]:
         cfg = self.config
         t0 = time.perf_counter()
-        detect = self.family == "whisper" and cfg.language is None and self.multilingual
-        fixed = cfg.language if self.multilingual else "en"
-        langs: list[tuple[str | None, float | None]] = (
-            self._detect_languages(items) if detect else [(fixed, None)] * len(items)
-        )
+        known = [d or normalize_language(cfg.language) for d in declared]
+        whisper = self.family == "whisper"
+        english_only = whisper and not self.multilingual
+        if whisper:
+            for lang in known:
+                if lang is not None:  # a language Whisper (or an English-only model) has no token for
+                    whisper_decoder_prompt(lang, multilingual=self.multilingual)  # fails the batch
+        to_detect = [
+            i
+            for i, lang in enumerate(known)
+            if whisper and not english_only and (lang is None or cfg.language_id == "always")
+        ]
+        detected: dict[int, tuple[str | None, float | None]] = {}
+        if to_detect:
+            found = self._detect_languages([items[i] for i in to_detect])
+            detected = dict(zip(to_detect, found, strict=True))
+        langs = [known[i] or detected.get(i, (None, None))[0] for i in range(len(items))]
+        if english_only:
+            langs = [lang or "en" for lang in langs]
         prompts = []
-        for (_, audio), (lang, _) in zip(items, langs, strict=True):
-            if self.family == "whisper":
+        for (_, audio), lang in zip(items, langs, strict=True):
+            if whisper:
                 prompts.append(
                     build_prompt("whisper", audio, language=lang or "en", multilingual=self.multilingual)
                 )
@@ -518,17 +552,23 @@ class VllmTeacher(Teacher):
         outs = self._generate(prompts, self._sampling_params(**self.sampling_kwargs()))
         per_clip = (time.perf_counter() - t0) / len(items)
         results = []
-        for (key, _), (lang, prob), req in zip(items, langs, outs, strict=True):
+        for i, ((key, _), lang, req) in enumerate(zip(items, langs, outs, strict=True)):
             r = map_completion(
                 key,
                 req.outputs[0],
                 stop_ids=self._stop_ids,
-                clean=self.family != "whisper",
+                clean=not whisper,
                 language=lang,
                 decode_time_s=per_clip,
             )
-            if detect:
-                r = replace(r, language_probability=prob, language_detected=lang is not None)
+            if i in detected:
+                det_lang, prob = detected[i]
+                r = replace(
+                    r,
+                    language_probability=prob,
+                    language_detected=known[i] is None and det_lang is not None,
+                    detected_language=det_lang,
+                )
             results.append(r)
         return results
 

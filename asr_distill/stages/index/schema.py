@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from asr_distill.data_quality.bounds import Bounds
+
 AUDIO_EXTENSIONS = frozenset({"wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "aac"})
 SIDECAR_EXTENSIONS = frozenset({"txt", "json"})
 
@@ -26,6 +28,13 @@ SIDECAR_ERRORS = {
     "conflicting_sidecars": "both .txt and .json exist and disagree on the text (the .json wins)",
     "read_error": "the sidecar could not be read from storage",
 }
+
+# Plausible header values of a probed row (``probe_error`` null), checked by the pandera schema
+# (validation.py) and the YAML checks (``{{ sample_rate_min }}`` ...). The probe and the decoder accept
+# any positive rate (the clean stage resamples to 16 kHz); these bound what speech recordings use:
+# 8 kHz telephony up to 384 kHz, the highest standard PCM rate. Anything outside is a corrupt header.
+SAMPLE_RATE_HZ = Bounds(8_000, 384_000)
+CHANNELS = Bounds(1, 32)
 
 AUDIO_INDEX_SCHEMA = pa.schema(
     [

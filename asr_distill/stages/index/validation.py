@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow.parquet as pq
 from pandera.errors import SchemaErrors
 
-from asr_distill.stages.index.schema import AUDIO_EXTENSIONS, PROBE_ERRORS, SIDECAR_ERRORS
+from asr_distill.data_quality.bounds import Bounds
+from asr_distill.stages.index.schema import (
+    AUDIO_EXTENSIONS,
+    CHANNELS,
+    PROBE_ERRORS,
+    SAMPLE_RATE_HZ,
+    SIDECAR_ERRORS,
+)
+from asr_distill.storage import Storage
 
-_ok = "probe_error.isna()"
+
+def _probed_within(column: str, bounds: Bounds) -> pa.Check:
+    """Rows without a probe error have ``column`` within ``bounds`` (errored rows: header values as read;
+    a missing value is probed_rows_complete's to report)."""
+    return pa.Check(
+        lambda df: df["probe_error"].notna() | df[column].between(bounds.min, bounds.max).fillna(True),
+        name=f"probed_{column}_in_{bounds.min}_{bounds.max}",
+    )
+
 
 AUDIO_INDEX_PANDERA = pa.DataFrameSchema(
     {
@@ -23,8 +40,8 @@ AUDIO_INDEX_PANDERA = pa.DataFrameSchema(
         "extension": pa.Column(str, pa.Check.isin(sorted(AUDIO_EXTENSIONS)), nullable=False),
         "container": pa.Column(str, nullable=True),
         "codec": pa.Column(str, nullable=True),
-        "sample_rate": pa.Column("Int32", pa.Check.in_range(1, 1_000_000), nullable=True),
-        "channels": pa.Column("Int16", pa.Check.ge(1), nullable=True),
+        "sample_rate": pa.Column("Int32", nullable=True),
+        "channels": pa.Column("Int16", nullable=True),
         "frames": pa.Column("Int64", pa.Check.ge(0), nullable=True),
         "duration_s": pa.Column(float, pa.Check.ge(0), nullable=True),
         "header_duration_s": pa.Column(float, pa.Check.ge(0), nullable=True),
@@ -39,17 +56,21 @@ AUDIO_INDEX_PANDERA = pa.DataFrameSchema(
     checks=[
         # A row without a probe error has every audio property; a row with one names a reason.
         pa.Check(
-            lambda df: df["probe_error"].notna()
-            | (df["sample_rate"].notna() & df["channels"].notna() & df["frames"].notna() & df["duration_s"].notna()),
+            lambda df: (
+                df["probe_error"].notna()
+                | (
+                    df["sample_rate"].notna()
+                    & df["channels"].notna()
+                    & df["frames"].notna()
+                    & df["duration_s"].notna()
+                )
+            ),
             name="probed_rows_complete",
         ),
         pa.Check(lambda df: df["probe_error"].isna() | df["probe_detail"].notna(), name="errors_have_detail"),
-        pa.Check(
-            lambda df: pd.Series(
-                [k.startswith(p + "/") for k, p in zip(df["key"], df["partition"], strict=True)], index=df.index
-            ),
-            name="key_in_partition",
-        ),
+        _probed_within("sample_rate", SAMPLE_RATE_HZ),
+        _probed_within("channels", CHANNELS),
+        # Keys inside their partition's prefix: the YAML check audio_index__key_in_partition.
     ],
     strict=True,
     ordered=True,
@@ -74,6 +95,21 @@ def validate_index_file(path: str | Path, batch_rows: int = 50_000) -> tuple[int
         except SchemaErrors as exc:
             failures.append(exc.failure_cases)
     return rows, (pd.concat(failures, ignore_index=True) if failures else None)
+
+
+def validate_index_object(
+    store: Storage, key: str, sample_rows: int = 10
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The first ``sample_rows`` failure cases of the index object ``key`` (as text) and its counts; a
+    missing object is one problem."""
+    if not store.exists(key):
+        return [{"problem": f"not written: {store.url(key)}"}], {"rows_validated": 0, "failure_cases": 0}
+    with store.local_copy(key, suffix=".parquet") as path:
+        rows, failures = validate_index_file(path)
+    if failures is None:
+        return [], {"rows_validated": rows, "failure_cases": 0}
+    sample = failures.head(sample_rows).astype(str).to_dict("records")
+    return sample, {"rows_validated": rows, "failure_cases": len(failures)}
 
 
 def _nullable_ints(t):  # type: ignore[no-untyped-def]

@@ -1,8 +1,8 @@
 """Smoke test of a vLLM teacher on a GPU machine (the development machines cannot run vLLM).
 
-    python -m asr_distill.teachers.vllm_smoke --model openai/whisper-large-v3 --audio a.flac b.wav \\
+    python -m asr_distill.vllm_smoke --model openai/whisper-large-v3 --audio a.flac b.wav \\
         [--reference "what a.flac says" ...] [--language en | --detect-language] [--family whisper]
-    python -m asr_distill.teachers.vllm_smoke --ct2 CT2_WHISPER_DIR --dtype float32 --enforce-eager --audio ...
+    python -m asr_distill.vllm_smoke --ct2 CT2_WHISPER_DIR --dtype float32 --enforce-eager --audio ...
 
 ``--ct2`` converts a CTranslate2 Whisper directory (the models the project ships) with
 ``asr_distill.teachers.ct2_to_hf`` into the project's cache and runs that checkpoint: the path CI runs on
@@ -12,6 +12,10 @@ Decodes each file to 16 kHz mono with the project's decoder, labels them with th
 them with the quality flags (and WER when references are given) and prints one JSON object per clip,
 then the teacher fingerprint. Exit status 1 when any clip failed or, with references, the corpus WER
 exceeds ``--max-wer``.
+
+It lives at the top of the package because it composes two layers: a teacher (``asr_distill.teachers``)
+and the labels stage's quality flags (``asr_distill.stages.labels.quality``); teachers never import
+stages.
 """
 
 from __future__ import annotations
@@ -27,9 +31,7 @@ from asr_distill.stages.labels.quality import QualityConfig, assess, normalize_t
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m asr_distill.teachers.vllm_smoke", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m asr_distill.vllm_smoke", description=__doc__.split("\n")[0])
     p.add_argument(
         "--model", default="openai/whisper-large-v3", help="hub id or local Hugging Face directory"
     )

@@ -1,6 +1,6 @@
 """Real test material for the labels stage: espeak-ng speech and small WebDataset shards.
 
-Used by the tests and ``bench/bench_labels.py``; handy for the asset's tests too. Shards follow the
+Used by the tests and ``bench/bench_labels.py`` (test-only: not part of the package). Shards follow the
 project's layout: ``<key>.flac`` (16 kHz mono) + ``<key>.json``, written with ``mtime=0`` (reproducible).
 """
 
