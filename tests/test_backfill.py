@@ -272,11 +272,7 @@ def test_backfill_from_the_cli(demo_corpus, tmp_path):
     dagster = str(Path(sys.executable).with_name("dagster"))
     proc = subprocess.run(
         [dagster, "job", "backfill", "-f", str(location), "-j", "index_job", "--all", "all", "--noprompt"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:

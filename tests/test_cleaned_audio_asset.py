@@ -63,11 +63,7 @@ def test_clean_broken_partition_accounts_for_every_row(demo_corpus, lake, instan
         if entry.prefix != "broken" or entry.kind != "audio":
             continue
         if entry.outcome in EXPECTED_REASON:
-            assert EXPECTED_REASON[entry.outcome] in reasons.get(entry.key, []), (
-                entry.key,
-                entry.outcome,
-                reasons.get(entry.key),
-            )
+            assert EXPECTED_REASON[entry.outcome] in reasons.get(entry.key, []), (entry.key, entry.outcome, reasons.get(entry.key))
         else:
             assert entry.key in {r["key"] for r in kept}, (entry.key, entry.outcome, reasons.get(entry.key))
     md = result.asset_materializations_for_node("cleaned_audio")[0].metadata
@@ -87,10 +83,7 @@ def test_clean_broken_partition_accounts_for_every_row(demo_corpus, lake, instan
     # Other rules -> cleaned again.
     stricter = dg.RunConfig(ops={"cleaned_audio": CleanedAudioConfig(rules={"min_duration_s": 1.5})})
     changed = _run(instance, store, lake, "broken", checks=False, run_config=stricter)
-    assert (
-        changed.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
-        is False
-    )
+    assert changed.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value is False
 
 
 def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_corpus, tmp_path, instance):
@@ -113,9 +106,7 @@ def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_c
     assert all(r["reasons"] == ["duplicate"] and r["duplicate_of_partition"] == "en_read" for r in q)
 
     def reused(result: dg.ExecuteInProcessResult) -> bool:
-        return (
-            result.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
-        )
+        return result.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
 
     # A re-run reuses both partitions (en_read's dependency on "copy" is nil: copy kept nothing of it).
     assert reused(_run(instance, raw, lake, "copy", checks=False))

@@ -151,9 +151,7 @@ def test_multi_partition_runs_apply_thresholds_per_partition(tmp_path: Path, sto
     write(store, "dlc_items", "good", {"v": list(range(10))})
     write(store, "dlc_items", "bad", {"v": [99, 98]})
     (spec,) = load(tmp_path, table_test('expression_is_true: {expression: "v < 10", error_if: ">50%"}'))
-    assert (
-        run_check_sql(spec, store, ["good", "bad"]).status == "warn"
-    )  # the union: 2 of 12 rows, not an error
+    assert run_check_sql(spec, store, ["good", "bad"]).status == "warn"  # the union: 2 of 12 rows, not an error
     out = run_check_per_partition(spec, store, ["good", "bad"])
     assert (out.status, out.failures, out.rows_considered) == ("error", 2, 12)
     assert out.partitions == ("good", "bad") and out.objects == {"dlc_items": 2}

@@ -32,10 +32,7 @@ def test_stage_assets_retry_and_checks_do_not():
 def test_permanent_storage_error_fails_without_retry(tmp_path, instance):
     register_partitions(instance, ["p"])
     result = dg.materialize(
-        ALL_ASSETS + ALL_CHECKS,
-        selection=[audio_index],
-        partition_key="p",
-        instance=instance,
+        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
         raise_on_error=False,
         resources=stage_resources(str(tmp_path / "missing"), str(tmp_path / "l")),
     )
@@ -61,10 +58,7 @@ def test_transient_error_is_retried(tmp_path, instance, monkeypatch):
 
     monkeypatch.setattr(LocalStorage, "iter_objects", flaky)
     result = dg.materialize(
-        ALL_ASSETS + ALL_CHECKS,
-        selection=[audio_index],
-        partition_key="p",
-        instance=instance,
+        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
         resources=stage_resources(raw.uri, str(tmp_path / "l")),
     )
     assert result.success  # after one retry (IO_RETRY: ~10 s delay with jitter)

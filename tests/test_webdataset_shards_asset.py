@@ -35,23 +35,11 @@ def _run(instance, raw, lake, partition, selection, **kw):
 def test_shards_materialise_and_read_back(demo_corpus, lake, instance):
     store, _ = demo_corpus
     register_partitions(instance, ["en_mixed"])
-    result = _run(
-        instance,
-        store,
-        lake,
-        "en_mixed",
-        dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards),
-    )
+    result = _run(instance, store, lake, "en_mixed", dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards))
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    for name in (
-        "shards_cover_kept_rows",
-        "shards_tars_open",
-        "shards_buckets",
-        "shards_sizes",
-        "shard_index__one_row_per_kept_clip",
-        "shard_index__source_key__relationships_cleaned",
-    ):
+    for name in ("shards_cover_kept_rows", "shards_tars_open", "shards_buckets", "shards_sizes",
+                 "shard_index__one_row_per_kept_clip", "shard_index__source_key__relationships_cleaned"):
         assert checks.get(name) is True, (name, checks)
     md = result.asset_materializations_for_node("webdataset_shards")[0].metadata
     kept = pq.read_table(lake.local_path(layout.cleaned_kept_key("en_mixed")))
@@ -94,6 +82,4 @@ def test_corrupted_shard_fails_the_blocking_tar_check(demo_corpus, lake, instanc
     again = _run(instance, store, lake, "en_conversational", sel)
     assert again.success
     assert again.asset_materializations_for_node("webdataset_shards")[0].metadata["shards_written"].value >= 1
-    assert not check_tars(
-        lake, *reversed(load_outputs(lake, "en_conversational", layout.SHARDS)), ShardConfig()
-    )
+    assert not check_tars(lake, *reversed(load_outputs(lake, "en_conversational", layout.SHARDS)), ShardConfig())

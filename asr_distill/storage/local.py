@@ -86,9 +86,7 @@ class LocalStorage(Storage):
         out.sort(key=lambda item: item[0])
         return out
 
-    def _walk(
-        self, directory: Path, key_prefix: str, name_filter: str, recursive: bool
-    ) -> Iterator[ObjectInfo]:
+    def _walk(self, directory: Path, key_prefix: str, name_filter: str, recursive: bool) -> Iterator[ObjectInfo]:
         for sort_name, entry in self._sorted_entries(directory):
             if not entry.name.startswith(name_filter):
                 continue
@@ -193,3 +191,5 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+
