@@ -339,7 +339,7 @@ class VllmTeacher(Teacher):
             engine, sampling_params = self._load_engine(config, model_ref)
         self.multilingual = self.family != "whisper" or whisper_is_multilingual(model_ref)
         if not self.multilingual:
-            whisper_decoder_prompt(config.language, multilingual=False)  # an English-only model: en or None
+            whisper_decoder_prompt(normalize_language(config.language), multilingual=False)  # en or None only
         self._engine = engine
         self._sampling_params = sampling_params or _plain_sampling_params
         tokenizer = engine.get_tokenizer()
