@@ -14,8 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asr_distill.language import primary_language
 from asr_distill.stages.labels.inputs import LabelInput
-from asr_distill.stages.labels.quality import QualityConfig, assess, primary_language
+from asr_distill.stages.labels.quality import QualityConfig, assess
 from asr_distill.stages.labels.schema import (
     ERROR_REASONS,
     LABELS_SCHEMA,
