@@ -110,10 +110,6 @@ class ShardLayout:
     partition: str
 
     @property
-    def root(self) -> str:
-        return SHARDS
-
-    @property
     def prefix(self) -> str:
         return join_key(SHARDS, self.partition) + "/"
 
@@ -241,10 +237,6 @@ class ManifestLayout:
     """
 
     version: str
-
-    @property
-    def root(self) -> str:
-        return MANIFESTS
 
     @property
     def prefix(self) -> str:
