@@ -58,7 +58,7 @@ def built(base, tmp_path_factory) -> dict[str, Any]:
 
 
 def _index(lake: LocalStorage, p: str) -> list[dict[str, Any]]:
-    return pq.read_table(lake.local_path(f"{L.SHARDS}/{p}/index.parquet")).to_pylist()
+    return pq.read_table(lake.local_path(L.shard_layout(p).index_key)).to_pylist()
 
 
 # -- config ----------------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def test_missing_inputs_give_a_clear_error(base, tmp_path) -> None:
     assert "empty_part" in record["partitions"] and "" not in record["teacher_fingerprints"]
     assert check_counts(lake, record, manifest, dropped) == []
     assert [c for c in record["counts"] if c["partition"] == "empty_part"][0]["accounted"] == 0
-    lake.delete(f"{L.SHARDS}/en_mixed/index.parquet")
+    lake.delete(L.shard_layout("en_mixed").index_key)
     with pytest.raises(ManifestInputError, match="index.parquet"):
         run_manifests(lake, CFG)
     (tmp_path / "empty").mkdir()

@@ -86,13 +86,11 @@ def test_corrupted_shard_fails_the_blocking_tar_check(demo_corpus, lake, instanc
     lake.local_path(shard_key).write_bytes(bytes(data))  # bypasses the atomic writer on purpose
     # What the blocking shards_tars_open check runs (Dagster 1.13 cannot run a partitioned check
     # without its asset in one job, and re-running the asset would repair the shard).
-    index, shards = load_outputs(lake, "en_conversational", layout.SHARDS)
+    index, shards = load_outputs(lake, "en_conversational")
     problems = check_tars(lake, shards, index, ShardConfig())
     assert problems and any(p.get("shard_key") == shard_key for p in problems)
     # Re-running the asset detects the damage and rewrites the shard.
     again = _run(instance, store, lake, "en_conversational", sel)
     assert again.success
     assert again.asset_materializations_for_node("webdataset_shards")[0].metadata["shards_written"].value >= 1
-    assert not check_tars(
-        lake, *reversed(load_outputs(lake, "en_conversational", layout.SHARDS)), ShardConfig()
-    )
+    assert not check_tars(lake, *reversed(load_outputs(lake, "en_conversational")), ShardConfig())
