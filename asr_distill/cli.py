@@ -54,7 +54,8 @@ def _where(_: argparse.Namespace) -> int:
             print(f"      {lake.url(obj.key)}")
         if len(objects) > 8:
             print(f"      ... and {len(objects) - 8} more")
-    from asr_distill.stages.manifests import manifest_layout, read_latest
+    from asr_distill.lake import manifest_layout
+    from asr_distill.stages.manifests import read_latest
 
     latest = read_latest(lake) if tops else None
     if latest is not None:
@@ -62,7 +63,9 @@ def _where(_: argparse.Namespace) -> int:
         print()
         print(f"latest training manifest ({latest['version']}):")
         print(f"  parquet : {lake.url(layout.manifest_key)}")
-        print(f"  nemo    : {lake.url(layout.prefix)}nemo/<split>/tarred_audio_manifest.jsonl (+ tarred_audio_filepaths.txt)")
+        print(
+            f"  nemo    : {lake.url(layout.prefix)}nemo/<split>/tarred_audio_manifest.jsonl (+ tarred_audio_filepaths.txt)"
+        )
         print(f"  lhotse  : {lake.url(layout.prefix)}lhotse/<split>/cuts.jsonl.gz")
     return 0
 
@@ -70,9 +73,9 @@ def _where(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asr-distill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("partitions", help="print the registered partitions (raw prefixes), one per line").set_defaults(
-        fn=_partitions
-    )
+    sub.add_parser(
+        "partitions", help="print the registered partitions (raw prefixes), one per line"
+    ).set_defaults(fn=_partitions)
     sub.add_parser(
         "range-tags", help="print the run tags of a partition range covering every registered partition"
     ).set_defaults(fn=_range_tags)

@@ -7,6 +7,8 @@ import warnings
 
 import dagster as dg
 
+from asr_distill.lake import raw_prefix
+
 # Partitioned asset checks (one check result per partition) are marked "preview" in Dagster 1.13; the
 # lineage relies on them deliberately, so this one notice is silenced rather than printed on every load.
 warnings.filterwarnings(
@@ -26,8 +28,8 @@ def is_valid_partition_name(name: str) -> bool:
 
 
 def prefix_of(partition_key: str) -> str:
-    """The raw-store key prefix of a partition."""
-    return f"{partition_key}/"
+    """The raw-store key prefix of a partition (:func:`asr_distill.lake.raw_prefix`)."""
+    return raw_prefix(partition_key)
 
 
 def run_partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:

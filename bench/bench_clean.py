@@ -7,7 +7,7 @@ Writes N and 10N speech files (espeak-ng, else a synthetic speech-like signal) i
 
 * ``bare``: ``sf.read`` + mean of channels + ``soxr.resample`` to 16 kHz, over a forkserver process pool
   of the same size, ``chunksize=8``;
-* ``clean``: ``run_clean`` (decode, metrics, hashes, rules, Parquet) with the process executor, and
+* ``clean``: ``clean_to_tables`` (decode, metrics, hashes, rules, Parquet) with the process executor, and
   once with the thread executor for comparison.
 
 Prints throughput (audio seconds per wall second), the clean/bare ratio (target >= 0.8) and peak
@@ -190,7 +190,7 @@ def measure(kind: str, root: Path, workers: int, out: Path) -> dict:
         audio_s = samples / 16_000
         extra = {}
     else:
-        from asr_distill.stages.clean import CleanConfig, run_clean
+        from asr_distill.stages.clean import CleanConfig, clean_to_tables
         from asr_distill.storage import LocalStorage
 
         raw = LocalStorage(root)
@@ -199,7 +199,7 @@ def measure(kind: str, root: Path, workers: int, out: Path) -> dict:
             {"partition": "bench", "key": Path(p).name, "size": 0, "extension": Path(p).suffix[1:]}
             for p in paths
         )
-        summary = run_clean(
+        summary = clean_to_tables(
             rows,
             raw,
             lake,

@@ -120,7 +120,7 @@ def make_corpus(root: Path, n: int, workers: int) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, y, out_rate, subtype=subtype)
         total += len(x) / rate
-    from asr_distill.stages.clean import CleanConfig, run_clean
+    from asr_distill.stages.clean import CleanConfig, clean_to_tables
     from asr_distill.storage import LocalStorage
 
     raw = LocalStorage(root / "raw")
@@ -135,7 +135,7 @@ def make_corpus(root: Path, n: int, workers: int) -> dict:
         for p in sorted(raw_dir.rglob("*.*"))
     ]
     rows.sort(key=lambda r: r["key"])
-    s = run_clean(
+    s = clean_to_tables(
         rows,
         raw,
         work,

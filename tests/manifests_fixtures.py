@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asr_distill import lake as L
-from asr_distill.stages.clean import read_index_rows, run_clean
+from asr_distill.stages.clean import clean_to_tables, read_index_rows
 from asr_distill.stages.index.build import build_index
 from asr_distill.stages.labels import (
     QualityConfig,
@@ -26,8 +26,9 @@ from asr_distill.stages.labels import (
     labels_table,
     write_labels,
 )
-from asr_distill.stages.shards import ShardConfig, read_table, write_shards
+from asr_distill.stages.shards import ShardConfig, write_shards
 from asr_distill.storage import LocalStorage
+from asr_distill.tableio import read_table
 from asr_distill.teachers.base import labels_version
 
 PARTITIONS = ("en_conversational", "en_read", "en_mixed")
@@ -156,11 +157,11 @@ def build_labelled_lake(raw: LocalStorage, root: Path) -> Path:
     lake = LocalStorage(root)
     for p in PARTITIONS:
         build_index(raw, lake, p, p + "/", L.audio_index_key(p))
-        run_clean(read_index_rows(lake, L.audio_index_key(p)), raw, lake, kept_key=L.cleaned_kept_key(p),
+        clean_to_tables(read_index_rows(lake, L.audio_index_key(p)), raw, lake, kept_key=L.cleaned_kept_key(p),
                   quarantine_key=L.cleaned_quarantine_key(p), executor="inline")  # fmt: skip
         kept = read_table(lake, L.cleaned_kept_key(p))
-        write_shards(kept, p, lake, raw=raw, config=SHARD_CONFIG, root=L.SHARDS, executor="inline")
-        index = read_table(lake, f"{L.SHARDS}/{p}/index.parquet").to_pylist()
+        write_shards(kept, p, lake, raw=raw, config=SHARD_CONFIG, executor="inline")
+        index = read_table(lake, L.shard_layout(p).index_key).to_pylist()
         refs = {r["key"]: r["reference_text"] for r in kept.to_pylist()}
         if p == "en_conversational":
             _label_with_teacher(lake, p, index)

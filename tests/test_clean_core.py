@@ -24,10 +24,10 @@ from asr_distill.stages.clean import (
     CleanConfig,
     analyze_clip,
     clean_partition,
+    clean_to_tables,
     load_known_hashes,
     pcm16,
     read_index_rows,
-    run_clean,
     subsampled_frames,
     text_stats,
 )
@@ -384,7 +384,7 @@ def test_duplicates_across_partitions(
     _put(raw, "p1/x.wav", x, rate)
     _put(raw, "p2/copy.wav", x, rate)
     _put(raw, "p2/other.wav", x * 0.7, rate)
-    s1 = run_clean(
+    s1 = clean_to_tables(
         [_row("p1/x.wav", "p1")],
         raw,
         lake,
@@ -438,7 +438,7 @@ def test_run_clean_tables_partition_the_input(
     rows = _mixed_partition(raw, x, rate)
     lake = LocalStorage(tmp_path / "lake")
     seen = []
-    summary = run_clean(
+    summary = clean_to_tables(
         rows,
         raw,
         lake,
@@ -488,7 +488,7 @@ def test_outputs_are_deterministic_across_executors(
     digests = set()
     for i, (executor, workers) in enumerate([("inline", 1), ("thread", 2), ("process", 2)]):
         keys = {"kept_key": f"r{i}/k.parquet", "quarantine_key": f"r{i}/q.parquet"}
-        run_clean(rows, raw, lake, **keys, executor=executor, workers=workers)
+        clean_to_tables(rows, raw, lake, **keys, executor=executor, workers=workers)
         digests.add(
             tuple(hashlib.sha256((lake.root / f"r{i}/{n}.parquet").read_bytes()).hexdigest() for n in "kq")
         )
@@ -506,13 +506,15 @@ def test_failed_run_writes_nothing(tmp_path: Path, raw: LocalStorage) -> None:
     lake = LocalStorage(tmp_path / "lake")
     with pytest.raises(ValueError):
         keys = {"kept_key": "c/k.parquet", "quarantine_key": "c/q.parquet"}
-        run_clean([_row("b.wav"), _row("a.wav")], raw, lake, **keys, executor="inline")
+        clean_to_tables([_row("b.wav"), _row("a.wav")], raw, lake, **keys, executor="inline")
     assert not lake.root.exists() or list(lake.iter_objects()) == []
 
 
 def test_empty_partition_writes_empty_tables(tmp_path: Path, raw: LocalStorage) -> None:
     lake = LocalStorage(tmp_path / "lake")
-    s = run_clean([], raw, lake, kept_key="c/k.parquet", quarantine_key="c/q.parquet", executor="inline")
+    s = clean_to_tables(
+        [], raw, lake, kept_key="c/k.parquet", quarantine_key="c/q.parquet", executor="inline"
+    )
     assert s.total == 0
     assert pq.read_table(lake.root / "c/k.parquet").num_rows == 0
     assert pq.read_table(lake.root / "c/q.parquet").schema.remove_metadata() == CLEAN_SCHEMA

@@ -30,10 +30,8 @@ from asr_distill.stages.manifests import (
     check_formats,
     check_members,
     check_splits_disjoint,
-    latest_key,
     load_partition,
     load_version,
-    manifest_layout,
     read_jsonl,
     read_latest,
     run_manifests,
@@ -60,7 +58,7 @@ def built(base, tmp_path_factory) -> dict[str, Any]:
 
 
 def _index(lake: LocalStorage, p: str) -> list[dict[str, Any]]:
-    return pq.read_table(lake.local_path(f"{L.SHARDS}/{p}/index.parquet")).to_pylist()
+    return pq.read_table(lake.local_path(L.shard_layout(p).index_key)).to_pylist()
 
 
 # -- config ----------------------------------------------------------------------------------------------
@@ -210,8 +208,8 @@ def test_versions_are_written_once_and_never_touched(base, tmp_path) -> None:
     assert _objects(lake, "training_manifests/") == before  # latest.json included: nothing rewritten
     other = run_manifests(lake, ManifestConfig(max_error_rate=0.3))
     assert other.version != first.version and read_latest(lake)["version"] == other.version
-    after = _objects(lake, manifest_layout(first.version).prefix)
-    assert after == {k: v for k, v in before.items() if k.startswith(manifest_layout(first.version).prefix)}
+    after = _objects(lake, L.manifest_layout(first.version).prefix)
+    assert after == {k: v for k, v in before.items() if k.startswith(L.manifest_layout(first.version).prefix)}
     # New labels (a shard relabelled) -> a new version.
     key = L.current_labels_keys(lake, "en_mixed")[0]
     t = pq.read_table(lake.local_path(key))
@@ -221,13 +219,13 @@ def test_versions_are_written_once_and_never_touched(base, tmp_path) -> None:
         pq.write_table(t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts)), path)
     third = run_manifests(lake, CFG)
     assert third.version not in (first.version, other.version)
-    texts3 = pq.read_table(lake.local_path(manifest_layout(third.version).manifest_key)).column("text")
+    texts3 = pq.read_table(lake.local_path(L.manifest_layout(third.version).manifest_key)).column("text")
     assert "relabelled" in texts3.to_pylist()
-    record = json.loads(lake.read_bytes(manifest_layout(third.version).record_key))
+    record = json.loads(lake.read_bytes(L.manifest_layout(third.version).record_key))
     fp = json.loads(lake.read_bytes(L.labels_current_key("en_conversational")))["fingerprint"]
     assert fp in record["teacher_fingerprints"] and record["config"] == CFG.to_dict()
     assert record["teachers"]["en_conversational"]["fingerprint"] == fp
-    assert lake.exists(latest_key())
+    assert lake.exists(L.manifests_latest_key())
 
 
 def test_missing_inputs_give_a_clear_error(base, tmp_path) -> None:
@@ -241,7 +239,7 @@ def test_missing_inputs_give_a_clear_error(base, tmp_path) -> None:
     assert "empty_part" in record["partitions"] and "" not in record["teacher_fingerprints"]
     assert check_counts(lake, record, manifest, dropped) == []
     assert [c for c in record["counts"] if c["partition"] == "empty_part"][0]["accounted"] == 0
-    lake.delete(f"{L.SHARDS}/en_mixed/index.parquet")
+    lake.delete(L.shard_layout("en_mixed").index_key)
     with pytest.raises(ManifestInputError, match="index.parquet"):
         run_manifests(lake, CFG)
     (tmp_path / "empty").mkdir()
@@ -253,7 +251,7 @@ def test_missing_inputs_give_a_clear_error(base, tmp_path) -> None:
 # -- formats ---------------------------------------------------------------------------------------------
 def test_nemo_manifests_point_into_their_tars(built) -> None:
     lake, manifest = built["lake"], built["manifest"]
-    layout = manifest_layout(built["summary"].version)
+    layout = L.manifest_layout(built["summary"].version)
     members: dict[str, set[str]] = {}
     rows = manifest.to_pylist()
     for split in SPLITS:
@@ -281,7 +279,7 @@ def test_nemo_manifests_point_into_their_tars(built) -> None:
 
 def test_lhotse_cuts_have_monocut_fields_and_their_command_reads_the_member(built) -> None:
     lake, manifest = built["lake"], built["manifest"]
-    layout = manifest_layout(built["summary"].version)
+    layout = L.manifest_layout(built["summary"].version)
     cuts = [c for s in SPLITS for c in read_jsonl(lake, layout.lhotse_cuts_key(s))]
     assert len(cuts) == manifest.num_rows
     by_key = {r["sample_key"]: r for r in manifest.to_pylist()}

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from asr_distill.stages.manifests import ManifestConfig, manifest_layout, run_manifests
+from asr_distill.lake import manifest_layout
+from asr_distill.stages.manifests import ManifestConfig, run_manifests
 from asr_distill.student import ShardAudioReader, read_split
 from tests.manifests_fixtures import build_labelled_lake, copy_lake
 

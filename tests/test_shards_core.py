@@ -25,7 +25,8 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 
-from asr_distill.stages.clean import read_index_rows, run_clean
+from asr_distill.lake import shard_layout
+from asr_distill.stages.clean import clean_to_tables, read_index_rows
 from asr_distill.stages.index.build import build_index
 from asr_distill.stages.shards import (
     ShardConfig,
@@ -41,9 +42,7 @@ from asr_distill.stages.shards import (
     load_outputs,
     plan_partition,
     read_member,
-    read_table,
     sample_key,
-    shard_layout,
     ustar_header,
     write_shards,
 )
@@ -51,6 +50,7 @@ from asr_distill.stages.shards.encode import StorageAudioLoader
 from asr_distill.stages.shards.plan import PlannedSample, spread_order
 from asr_distill.stages.shards.tar import archive_bytes, member_bytes
 from asr_distill.storage import LocalStorage
+from asr_distill.tableio import read_table
 
 ESPEAK = "/usr/bin/espeak-ng"
 PART = "p1"
@@ -138,7 +138,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStorage, pa.T
     raw, work = LocalStorage(root / "raw"), LocalStorage(root / "work")
     make_partition(raw)
     build_index(raw, work, PART, PART + "/", "index.parquet")
-    summary = run_clean(
+    summary = clean_to_tables(
         read_index_rows(work, "index.parquet"),
         raw,
         work,
@@ -754,7 +754,7 @@ def test_demo_corpus_partition_end_to_end(demo_corpus: Any, tmp_path: Path) -> N
     partition = "en_mixed"
     work = LocalStorage(tmp_path / "work")
     build_index(raw, work, partition, partition + "/", "index.parquet")
-    run_clean(
+    clean_to_tables(
         read_index_rows(work, "index.parquet"),
         raw,
         work,

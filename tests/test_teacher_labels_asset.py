@@ -16,7 +16,7 @@ from asr_distill.assets.teacher_labels import teacher_labels
 from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.resources import PrivateLocalRay, RemoteRay, TeacherResource, make_ray_resource
 from asr_distill.resources.teacher import make_teacher_resource
-from asr_distill.stages.shards.layout import shard_layout
+from asr_distill.stages.labels import LabelsRecord
 from asr_distill.storage import LocalStorage
 from tests.helpers import REPO_ROOT, register_partitions, stage_resources
 
@@ -88,24 +88,24 @@ def test_every_shard_sample_is_labelled_and_checks_pass(labelled):
     assert 0.0 <= wer < 0.35
     assert checks["labels_teacher_wer"].metadata["samples_with_reference"].value > 0
 
-    current = layout.read_current_labels(lake, PART)
+    current = LabelsRecord.read_current(lake, PART)
     assert current is not None
-    index = pq.read_table(lake.local_path(shard_layout(PART, layout.SHARDS).index_key))
+    index = pq.read_table(lake.local_path(layout.shard_layout(PART).index_key))
     shards = sorted(set(index.column("shard_key").to_pylist()))
-    assert sorted(current["shards"]) == shards
-    assert current["labels"] == [layout.labels_key(PART, current["version"], s) for s in shards]
+    assert sorted(current.shards) == shards
+    assert current.labels == [layout.labels_key(PART, current.version, s) for s in shards]
     rows = 0
-    for shard, key in zip(shards, current["labels"], strict=True):
+    for shard, key in zip(shards, current.labels, strict=True):
         table = pq.read_table(lake.local_path(key))
         expected = [r["sample_key"] for r in index.to_pylist() if r["shard_key"] == shard]
         assert sorted(table.column("sample_key").to_pylist()) == sorted(expected)
-        assert set(table.column("teacher_fingerprint").to_pylist()) == {current["fingerprint"]}
+        assert set(table.column("teacher_fingerprint").to_pylist()) == {current.fingerprint}
         rows += table.num_rows
     assert rows == index.num_rows
     md = _labels_md(first)
     assert md["samples"].value == index.num_rows
     assert md["shards_labelled"].value == len(shards) and md["shards_skipped"].value == 0
-    assert md["labels_version"].value == current["version"]
+    assert md["labels_version"].value == current.version
     assert "flag" in md["flags"].value or md["flags"].value == "_none_"
 
 
@@ -118,21 +118,21 @@ def test_rerun_is_a_noop_and_a_lost_shard_is_relabelled_alone(labelled, ray_head
     assert md["shards_labelled"].value == 0 and md["shards"].value == md["shards_skipped"].value
     assert _snapshot(lake) == before  # nothing rewritten
 
-    current = layout.read_current_labels(lake, PART)
-    lost = current["labels"][0]
+    current = LabelsRecord.read_current(lake, PART)
+    lost = current.labels[0]
     lake.delete(lost)
     third = _run(instance, raw.uri, lake, dg.AssetSelection.assets(teacher_labels), ray_address=ray_head)
     assert third.success
     md = _labels_md(third)
     assert md["shards_labelled"].value == 1
-    assert md["shards_skipped"].value == len(current["labels"]) - 1
+    assert md["shards_skipped"].value == len(current.labels) - 1
     assert lake.read_bytes(lost) == before[lost]  # deterministic teacher: byte-identical labels again
 
 
 def test_new_teacher_config_writes_a_new_version_and_a_failing_check_blocks(labelled, ray_head):
     instance, raw, lake, _ = labelled
-    old = layout.read_current_labels(lake, PART)
-    old_files = {k: v for k, v in _snapshot(lake).items() if f"/{old['version']}/" in k}
+    old = LabelsRecord.read_current(lake, PART)
+    old_files = {k: v for k, v in _snapshot(lake).items() if f"/{old.version}/" in k}
     result = _run(
         instance,
         raw.uri,
@@ -142,11 +142,11 @@ def test_new_teacher_config_writes_a_new_version_and_a_failing_check_blocks(labe
         ray_address=ray_head,
         options={"beam_size": 2},
     )
-    new = layout.read_current_labels(lake, PART)
-    assert new["version"] != old["version"] and new["fingerprint"] != old["fingerprint"]
-    assert new["teacher_config"]["beam_size"] == 2
+    new = LabelsRecord.read_current(lake, PART)
+    assert new.version != old.version and new.fingerprint != old.fingerprint
+    assert new.teacher_config["beam_size"] == 2
     # The old version is untouched.
-    assert {k: v for k, v in _snapshot(lake).items() if f"/{old['version']}/" in k} == old_files
+    assert {k: v for k, v in _snapshot(lake).items() if f"/{old.version}/" in k} == old_files
     checks = _checks(result)
     assert checks["labels_teacher_wer"].passed is False
     assert checks["labels_cover_samples"].passed is True
@@ -203,6 +203,9 @@ def test_ray_resources_do_not_connect_when_a_run_initialises_them(monkeypatch):
 
 def test_current_json_is_valid_json_with_thresholds(labelled):
     _, _, lake, _ = labelled
-    current = json.loads(lake.read_bytes(layout.labels_current_key(PART)))
+    blob = lake.read_bytes(layout.labels_current_key(PART))
+    current = json.loads(blob)
+    assert LabelsRecord.from_dict(current).to_json() == blob  # the typed record writes these exact bytes
+    assert LabelsRecord.read_current(lake, PART) == LabelsRecord.from_dict(current)
     assert set(current["thresholds"]) == {"max_flag_rates", "max_error_row_rate", "max_teacher_wer"}
     assert lake.exists(layout.labels_summary_key(PART, current["version"]))

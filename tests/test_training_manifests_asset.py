@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from asr_distill.assets.training_manifests import training_manifests, training_manifests_checks
+from asr_distill.lake import manifest_layout
 from asr_distill.resources import StorageResource
-from asr_distill.stages.manifests import manifest_layout, read_latest
+from asr_distill.stages.manifests import read_latest
 from tests.manifests_fixtures import build_labelled_lake, copy_lake
 
 CHECKS = (

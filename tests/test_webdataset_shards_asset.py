@@ -16,7 +16,6 @@ from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.stages.shards import ShardConfig
-from asr_distill.stages.shards.layout import shard_layout
 from asr_distill.stages.shards.verify import check_tars, load_outputs
 from tests.helpers import register_partitions, stage_resources
 
@@ -35,16 +34,28 @@ def _run(instance, raw, lake, partition, selection, **kw):
 def test_shards_materialise_and_read_back(demo_corpus, lake, instance):
     store, _ = demo_corpus
     register_partitions(instance, ["en_mixed"])
-    result = _run(instance, store, lake, "en_mixed", dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards))
+    result = _run(
+        instance,
+        store,
+        lake,
+        "en_mixed",
+        dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards),
+    )
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    for name in ("shards_cover_kept_rows", "shards_tars_open", "shards_buckets", "shards_sizes",
-                 "shard_index__one_row_per_kept_clip", "shard_index__source_key__relationships_cleaned"):
+    for name in (
+        "shards_cover_kept_rows",
+        "shards_tars_open",
+        "shards_buckets",
+        "shards_sizes",
+        "shard_index__one_row_per_kept_clip",
+        "shard_index__source_key__relationships_cleaned",
+    ):
         assert checks.get(name) is True, (name, checks)
     md = result.asset_materializations_for_node("webdataset_shards")[0].metadata
     kept = pq.read_table(lake.local_path(layout.cleaned_kept_key("en_mixed")))
     assert md["samples"].value == kept.num_rows and md["failed_samples"].value == 0
-    sl = shard_layout("en_mixed", layout.SHARDS)
+    sl = layout.shard_layout("en_mixed")
     index = pq.read_table(lake.local_path(sl.index_key)).to_pylist()
     durations = {r["sample_key"]: r["duration_s"] for r in index}
     urls = sorted({str(lake.local_path(r["shard_key"])) for r in index})
@@ -68,18 +79,18 @@ def test_corrupted_shard_fails_the_blocking_tar_check(demo_corpus, lake, instanc
     register_partitions(instance, ["en_conversational"])
     sel = dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards)
     assert _run(instance, store, lake, "en_conversational", sel).success
-    sl = shard_layout("en_conversational", layout.SHARDS)
+    sl = layout.shard_layout("en_conversational")
     shard_key = pq.read_table(lake.local_path(sl.shards_key)).column("shard_key")[0].as_py()
     data = bytearray(lake.read_bytes(shard_key))
     data[2000] ^= 0xFF
     lake.local_path(shard_key).write_bytes(bytes(data))  # bypasses the atomic writer on purpose
     # What the blocking shards_tars_open check runs (Dagster 1.13 cannot run a partitioned check
     # without its asset in one job, and re-running the asset would repair the shard).
-    index, shards = load_outputs(lake, "en_conversational", layout.SHARDS)
+    index, shards = load_outputs(lake, "en_conversational")
     problems = check_tars(lake, shards, index, ShardConfig())
     assert problems and any(p.get("shard_key") == shard_key for p in problems)
     # Re-running the asset detects the damage and rewrites the shard.
     again = _run(instance, store, lake, "en_conversational", sel)
     assert again.success
     assert again.asset_materializations_for_node("webdataset_shards")[0].metadata["shards_written"].value >= 1
-    assert not check_tars(lake, *reversed(load_outputs(lake, "en_conversational", layout.SHARDS)), ShardConfig())
+    assert not check_tars(lake, *reversed(load_outputs(lake, "en_conversational")), ShardConfig())

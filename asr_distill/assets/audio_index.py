@@ -14,11 +14,12 @@ from asr_distill.assets._policies import (
     permanent_errors_fail_fast,
 )
 from asr_distill.assets.raw_audio import raw_audio
-from asr_distill.partitions import prefix_of, raw_prefix_partitions, run_partition_keys
+from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
-from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, build_index
+from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, run_index
 from asr_distill.stages.index.schema import PROBE_ERRORS, SIDECAR_ERRORS
 from asr_distill.stages.index.validation import validate_index_object
+from asr_distill.stages.progress import to_log
 from asr_distill.storage import Storage
 
 
@@ -67,33 +68,16 @@ def _index_partition(
     options: IndexOptions,
     partition: str,
 ) -> dict[str, Any]:
-    out_key = layout.audio_index_key(partition)
-    context.log.info(f"indexing {raw_store.url(prefix_of(partition))} -> {lake_store.url(out_key)}")
-    s = build_index(
-        raw_store,
-        lake_store,
-        partition,
-        prefix_of(partition),
-        out_key,
-        options,
-        force=config.force,
-        progress=context.log.info,
+    s = run_index(
+        raw_store, lake_store, partition, options, force=config.force, progress=to_log(context.log.info)
     )
-    rate = s.rows / s.elapsed_s if s.elapsed_s > 0 else 0.0
-    if s.skipped:
-        context.log.info(
-            f"{partition}: listing unchanged since the last index ({s.rows} rows); not re-probed"
-        )
-    else:
-        context.log.info(f"{partition}: indexed {s.rows} audio objects in {s.elapsed_s:.1f}s ({rate:,.0f}/s)")
-    error_rate = (s.rows - s.ok_rows) / s.rows if s.rows else 0.0
     return {
         "dagster/row_count": s.rows,
-        "path": dg.MetadataValue.path(lake_store.url(out_key)),
+        "path": dg.MetadataValue.path(lake_store.url(layout.audio_index_key(partition))),
         "rows": s.rows,
         "readable_rows": s.ok_rows,
-        "probe_error_rows": s.rows - s.ok_rows,
-        "probe_error_rate": round(error_rate, 4),
+        "probe_error_rows": s.error_rows,
+        "probe_error_rate": round(s.error_rate, 4),
         "total_hours": round(s.seconds / 3600, 4),
         "total_bytes": s.bytes,
         "rows_with_text": s.with_text,
@@ -110,7 +94,7 @@ def _index_partition(
         "duration_histogram": md_histogram(DURATION_BINS_S, s.duration_hist, " s"),
         "reused_previous_index": s.skipped,
         "elapsed_s": round(s.elapsed_s, 2),
-        "objects_per_s": round(rate, 1),
+        "objects_per_s": round(s.objects_per_s, 1),
         "listing_fingerprint": s.fingerprint,
     }
 

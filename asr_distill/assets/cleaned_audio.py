@@ -16,17 +16,8 @@ from asr_distill.assets._policies import (
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
-from asr_distill.stages.clean import (
-    FLAGS,
-    REASONS,
-    CleanConfig,
-    CleanSummary,
-    file_sha256,
-    load_known_hashes,
-    read_index_rows,
-    reusable_clean,
-    run_clean,
-)
+from asr_distill.stages.clean import FLAGS, REASONS, CleanConfig, run_clean
+from asr_distill.stages.progress import to_log
 from asr_distill.storage import Storage
 
 
@@ -78,72 +69,36 @@ def _clean_partition(
     lake_store: Storage,
     partition: str,
 ) -> dict[str, Any]:
-    # Partitions earlier in the same run are already written, so they count as already cleaned.
-    others: list[str] = []
-    if config.cross_partition_dedup and rules.dedup:
-        others = [
-            k
-            for k in layout.table_keys("cleaned", lake_store, None)
-            if k != layout.cleaned_kept_key(partition)
-        ]
-    known = load_known_hashes(lake_store, others)
-    kept_key, quarantine_key = layout.cleaned_kept_key(partition), layout.cleaned_quarantine_key(partition)
-    index_sha256 = file_sha256(lake_store, layout.audio_index_key(partition))
-    reused: CleanSummary | None = None
-    if not config.force:
-        reused = reusable_clean(
-            lake_store,
-            kept_key=kept_key,
-            quarantine_key=quarantine_key,
-            index_sha256=index_sha256,
-            config=rules,
-            known_hashes=known,
-        )
-    if reused is not None:
-        summary = reused
-        context.log.info(
-            f"{partition}: index, rules and known duplicates unchanged since the last clean "
-            f"({summary.total} clips); not decoded again"
-        )
-    else:
-        context.log.info(
-            f"{partition}: cleaning; {len(known)} hashes known from {len(others)} other partitions"
-        )
-        summary = run_clean(
-            read_index_rows(lake_store, layout.audio_index_key(partition)),
-            raw_store,
-            lake_store,
-            kept_key=kept_key,
-            quarantine_key=quarantine_key,
-            config=rules,
-            known_hashes=known,
-            workers=config.workers or None,
-            progress=lambda p: context.log.info(str(p)),
-            index_sha256=index_sha256,
-        )
-    context.log.info(summary.funnel_text())
-    d = summary.to_dict()
-    rate = summary.total / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    s = run_clean(
+        raw_store,
+        lake_store,
+        partition,
+        rules,
+        force=config.force,
+        progress=to_log(context.log.info),
+        workers=config.workers or None,
+        cross_partition_dedup=config.cross_partition_dedup,
+    )
     return {
-        "dagster/row_count": summary.kept,
+        "dagster/row_count": s.kept,
         "kept_path": dg.MetadataValue.path(lake_store.url(layout.cleaned_kept_key(partition))),
         "quarantine_path": dg.MetadataValue.path(lake_store.url(layout.cleaned_quarantine_key(partition))),
-        "input_rows": summary.total,
-        "kept": summary.kept,
-        "quarantined": summary.quarantined,
-        "kept_hours": round(summary.kept_hours, 4),
-        "quarantined_hours": round(summary.quarantined_hours, 4),
-        "drop_funnel": md_counts({k: v for k, v in d["funnel"].items() if v}, "first reason", REASONS),
-        "reasons_any": md_counts({k: v for k, v in d["reason_counts"].items() if v}, "reason", REASONS),
-        "flags": md_counts({k: v for k, v in d["flag_counts"].items() if v}, "flag", FLAGS),
+        "input_rows": s.total,
+        "kept": s.kept,
+        "quarantined": s.quarantined,
+        "kept_hours": round(s.kept_hours, 4),
+        "quarantined_hours": round(s.quarantined_hours, 4),
+        "drop_funnel": md_counts({k: v for k, v in s.funnel.items() if v}, "first reason", REASONS),
+        "reasons_any": md_counts({k: v for k, v in s.reason_counts.items() if v}, "reason", REASONS),
+        "flags": md_counts({k: v for k, v in s.flag_counts.items() if v}, "flag", FLAGS),
         "duration_histogram": md_kept_quarantined_histogram(
-            d["duration_hist"]["labels"], d["duration_hist"]["kept"], d["duration_hist"]["quarantined"]
+            s.duration_hist.labels, s.duration_hist.kept, s.duration_hist.quarantined
         ),
         "rms_histogram": md_kept_quarantined_histogram(
-            d["rms_hist"]["labels"], d["rms_hist"]["kept"], d["rms_hist"]["quarantined"]
+            s.rms_hist.labels, s.rms_hist.kept, s.rms_hist.quarantined
         ),
-        "known_hashes_from_other_partitions": len(known),
-        "elapsed_s": round(summary.elapsed_s, 2),
-        "clips_per_s": round(rate, 1),
-        "reused_previous_clean": reused is not None,
+        "known_hashes_from_other_partitions": s.known_hashes,
+        "elapsed_s": round(s.elapsed_s, 2),
+        "clips_per_s": round(s.clips_per_s, 1),
+        "reused_previous_clean": s.reused,
     }

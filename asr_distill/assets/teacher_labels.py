@@ -1,22 +1,15 @@
 """``teacher_labels``: every shard sample pseudo-labelled by the teacher on a Ray actor pool.
 
-Layout (``asr_distill.lake``): one labels Parquet per shard under ``teacher_labels/<p>/<version>/``,
-``<version>`` derived from the teacher fingerprint, so a new teacher writes a new version beside the
-old ones. ``current.json`` names the version downstream stages read; it is replaced (atomically) only
-when every shard of the partition has its labels.
+The stage's protocol (change detection, labels versions, finished shards, ``current.json``) lives in
+:func:`asr_distill.stages.labels.run_labels`; this asset builds the actor pool and turns the summary
+into metadata and checks.
 """
 
 import contextlib
-import dataclasses
 import functools
-import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster_ray import RayResource
 from pydantic import Field
 
@@ -37,12 +30,14 @@ from asr_distill.stages.labels import (
     ERROR_REASONS,
     QUALITY_FLAGS,
     LabelPool,
+    LabelsConfig,
+    LabelsIncomplete,
+    LabelsRecord,
     QualityConfig,
-    ShardFailure,
-    ShardResult,
     WebDatasetShardReader,
-    labels_version,
-    write_labels,
+    read_labels,
+    references,
+    run_labels,
 )
 from asr_distill.stages.labels.verify import (
     DEFAULT_MAX_FLAG_RATES,
@@ -50,15 +45,10 @@ from asr_distill.stages.labels.verify import (
     count_labels,
     coverage_problems,
     flag_rate_problems,
-    wer_tiers,
 )
-from asr_distill.stages.shards.layout import shard_layout
-from asr_distill.stages.shards.writer import read_table
+from asr_distill.stages.progress import to_log
 from asr_distill.storage import Storage
-from asr_distill.teachers.base import canonical_json
-
-META_SHARD_SHA256 = b"asr_distill.shard_sha256"
-NO_SHARDS_VERSION = "no-shards"  # current.json of a partition without kept clips
+from asr_distill.tableio import read_table
 
 
 class TeacherLabelsConfig(dg.Config):
@@ -86,26 +76,13 @@ class TeacherLabelsConfig(dg.Config):
         ),
     )
 
-
-def _config_dict(teacher: TeacherResource) -> dict[str, Any]:
-    cfg = teacher.teacher_config()
-    return {"backend": type(cfg).backend, **json.loads(canonical_json(dataclasses.asdict(cfg)))}  # type: ignore[call-overload]
-
-
-def _read_parquet(store: Storage, key: str) -> pa.Table:
-    return pq.read_table(pa.BufferReader(store.read_bytes(key)))
-
-
-def _labelled_sha(store: Storage, key: str) -> str | None:
-    """The shard sha256 recorded in a labels file, or None when there is no (readable) file."""
-    if not store.exists(key):
-        return None
-    try:
-        meta = pq.read_schema(pa.BufferReader(store.read_bytes(key))).metadata or {}
-    except (pa.ArrowException, OSError):
-        return None
-    value = meta.get(META_SHARD_SHA256)
-    return value.decode() if value else None
+    def labels_config(self) -> LabelsConfig:
+        return LabelsConfig(
+            quality=QualityConfig.from_dict(self.quality),
+            max_flag_rates=dict(self.max_flag_rates),
+            max_error_row_rate=self.max_error_row_rate,
+            max_teacher_wer=self.max_teacher_wer,
+        )
 
 
 @dg.asset(
@@ -131,6 +108,10 @@ def teacher_labels(
     teacher: TeacherResource,
 ) -> dg.MaterializeResult:
     store = lake.get()
+    try:
+        cfg = config.labels_config()
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     with contextlib.ExitStack() as actors:
 
         @functools.cache
@@ -142,180 +123,75 @@ def teacher_labels(
                 f"starting {teacher.num_actors} {teacher.backend} teacher actor(s) "
                 f"({teacher.num_cpus:g} CPU, {teacher.num_gpus:g} GPU each) on {ray_cluster.name}"
             )
-            quality = QualityConfig(**config.quality)
-            return actors.enter_context(LabelPool(teacher.teacher_config(), teacher.pool_config(), quality))
+            return actors.enter_context(
+                LabelPool(teacher.teacher_config(), teacher.pool_config(), cfg.quality)
+            )
 
         return materialize_partitions(
-            context, lambda p: _label_partition(context, config, store, ray_cluster, teacher, p, pool)
+            context, lambda p: _label_partition(context, config, cfg, store, ray_cluster, teacher, p, pool)
         )
 
 
 def _label_partition(
     context: dg.AssetExecutionContext,
     config: TeacherLabelsConfig,
+    cfg: LabelsConfig,
     store: Storage,
     ray_cluster: RayResource,
     teacher: TeacherResource,
     partition: str,
-    get_pool: Callable[[], LabelPool],
+    pool: Any,
 ) -> dict[str, Any]:
-    shards = read_table(store, shard_layout(partition, layout.SHARDS).shards_key)
-    index = read_table(store, shard_layout(partition, layout.SHARDS).index_key)
-    sha_of = dict(
-        zip(shards.column("shard_key").to_pylist(), shards.column("sha256").to_pylist(), strict=True)
-    )
-    quality = QualityConfig(**config.quality)
-    teacher_cfg = _config_dict(teacher)
-    thresholds = {
-        "max_flag_rates": dict(config.max_flag_rates),
-        "max_error_row_rate": config.max_error_row_rate,
-        "max_teacher_wer": config.max_teacher_wer,
-    }
-    try:  # unknown flag names fail before any work
-        flag_rate_problems(count_labels(_empty_labels()), config.max_flag_rates, 1.0)
-    except ValueError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-    current = layout.read_current_labels(store, partition)
-    unchanged = (
-        current is not None
-        and not config.verify_fingerprint
-        and current.get("teacher_config") == teacher_cfg
-        and current.get("quality") == quality.to_dict()
-        and current.get("shards") == sha_of
-        and all(store.exists(k) for k in current.get("labels", []))
-    )
-    t0 = time.monotonic()
-    summary: dict[str, Any]
-    if not sha_of:
-        version, fingerprint, teacher_info = NO_SHARDS_VERSION, "", {}
-        context.log.warning(f"{partition}: the partition has no shards (no kept clips); nothing to label")
-        summary = {"shards_seen": 0, "shards_skipped": 0, "shards_labelled": 0}
-    elif unchanged:
-        assert current is not None
-        version, fingerprint, teacher_info = current["version"], current["fingerprint"], current["teacher"]
-        context.log.info(
-            f"{partition}: labels {version} are current for {len(sha_of)} shards (same teacher config "
-            "and shards); no actors started"
+    try:
+        s = run_labels(
+            store,
+            partition,
+            cfg,
+            teacher=teacher.teacher_config(),
+            pool=pool,
+            reader=_reader(store, ray_cluster),
+            force=config.verify_fingerprint,
+            progress=to_log(context.log.info),
         )
-        summary = {"shards_seen": len(sha_of), "shards_skipped": len(sha_of), "shards_labelled": 0}
-    else:
-        pool = get_pool()
-        fingerprint, teacher_info = pool.fingerprint, pool.teacher_info
-        version = labels_version(fingerprint)
-        done = {
-            sid
-            for sid, sha in sha_of.items()
-            if _labelled_sha(store, layout.labels_key(partition, version, sid)) == sha
-        }
-        todo = len(sha_of) - len(done)
-        context.log.info(
-            f"{partition}: teacher {fingerprint[:16]} -> labels {version}; {len(done)} of "
-            f"{len(sha_of)} shards already labelled, {todo} to go"
-        )
-        progress = {"shards": 0, "rows": 0, "audio_s": 0.0}
-
-        def on_result(r: ShardResult) -> None:
-            meta = dict(r.table.schema.metadata or {})
-            meta[META_SHARD_SHA256] = sha_of[r.shard_id].encode()
-            # Measured decode times differ run to run: they go to the metadata, not the files, so
-            # the same shards and teacher give byte-identical labels (and manifest versions).
-            i = r.table.schema.get_field_index("decode_time_s")
-            table = r.table.set_column(i, "decode_time_s", pa.nulls(r.table.num_rows, pa.float64()))
-            write_labels(
-                store,
-                layout.labels_key(partition, version, r.shard_id),
-                table.replace_schema_metadata(meta),
-            )
-            progress["shards"] += 1
-            progress["rows"] += r.stats.rows
-            progress["audio_s"] += r.stats.audio_s
-            wall = time.monotonic() - t0
-            context.log.info(
-                f"{partition}: {progress['shards']}/{todo} shards, {progress['rows']} samples "
-                f"({r.stats.errors} errors, {r.stats.flagged} flagged in {r.shard_id.rsplit('/', 2)[-2]}/"
-                f"{r.shard_id.rsplit('/', 1)[-1]}); {progress['audio_s'] / max(wall, 1e-9):.1f}x real time"
-            )
-
-        def on_failure(f: ShardFailure) -> None:
-            context.log.error(
-                f"{partition}: shard {f.shard_id} failed after {f.attempts} attempt(s): {f.kind}: {f.error}"
-            )
-
-        run = pool.run(
-            sorted(sha_of), _reader(store, ray_cluster), on_result, done=done, on_failure=on_failure
-        )
-        summary = run.to_dict()
-        if run.failures:
-            raise dg.Failure(
-                description=(
-                    f"{partition}: {len(run.failures)} of {len(sha_of)} shards could not be labelled "
-                    f"({', '.join(sorted({f.kind for f in run.failures}))}); the others are written and a "
-                    "re-run labels only the missing ones"
-                ),
-                metadata={
-                    "failed_shards": md_table(
-                        ["shard", "attempts", "kind", "error"],
-                        [(f.shard_id, f.attempts, f.kind, f.error[:200]) for f in run.failures],
-                    )
-                },
-            )
-
-    keys = [layout.labels_key(partition, version, sid) for sid in sorted(sha_of)]
-    labels = pa.concat_tables([_read_parquet(store, k) for k in keys]) if keys else _empty_labels()
-    counts = count_labels(labels)
-    references = _references(store, partition, index)
-    wers = corpus_error_rates(labels, references, quality.cer_languages)
-    record = {
-        "version": version,
-        "fingerprint": fingerprint,
-        "teacher": teacher_info,
-        "teacher_config": teacher_cfg,
-        "quality": quality.to_dict(),
-        "thresholds": thresholds,
-        "shards": sha_of,
-        "labels": keys,
-        "rows": counts.rows,
-        "labelled": counts.labelled,
-        "errors": counts.errors,
-    }
-    blob = json.dumps(record, sort_keys=True, indent=1).encode()
-    store.write_bytes(layout.labels_summary_key(partition, version), blob)
-    store.write_bytes(layout.labels_current_key(partition), blob)  # last: readers switch only now
-    wall = time.monotonic() - t0
-    rtf = counts.audio_s / summary["wall_s"] if summary.get("wall_s") else None
-    context.log.info(
-        f"{partition}: labels for {counts.rows} samples ({counts.errors} errors, {counts.flagged} flagged), "
-        f"labels {version} current; {wall:.1f}s"
-    )
+    except LabelsIncomplete as exc:
+        raise dg.Failure(
+            description=str(exc),
+            metadata={
+                "failed_shards": md_table(
+                    ["shard", "attempts", "kind", "error"],
+                    [(f.shard_id, f.attempts, f.kind, f.error[:200]) for f in exc.failures],
+                )
+            },
+        ) from None
+    counts, rec = s.counts, s.record
     return {
         "dagster/row_count": counts.rows,
-        "labels_prefix": dg.MetadataValue.path(store.url(layout.labels_prefix(partition, version))),
-        "labels_version": version,
-        "teacher_fingerprint": fingerprint,
-        "teacher": dg.MetadataValue.json(teacher_cfg),
-        "teacher_model_id": str(teacher_info.get("model_id", "")),
+        "labels_prefix": dg.MetadataValue.path(store.url(s.prefix)),
+        "labels_version": s.version,
+        "teacher_fingerprint": rec.fingerprint,
+        "teacher": dg.MetadataValue.json(rec.teacher_config),
+        "teacher_model_id": str((rec.teacher or {}).get("model_id", "")),
         "samples": counts.rows,
         "labelled": counts.labelled,
         "error_rows": counts.errors,
         "flagged": counts.flagged,
-        "shards": len(sha_of),
-        "shards_labelled": summary.get("shards_labelled", 0),
-        "shards_skipped": summary.get("shards_skipped", 0),
-        "retries": summary.get("retries", 0),
-        "actor_failures": summary.get("actor_failures", 0),
+        "shards": s.shards,
+        "shards_labelled": s.shards_labelled,
+        "shards_skipped": s.shards_skipped,
+        "retries": s.retries,
+        "actor_failures": s.actor_failures,
         "audio_hours": round(counts.audio_s / 3600, 4),
-        "realtime_factor": round(rtf, 2) if rtf else None,
-        "teacher_decode_s": round(float(summary.get("decode_s", 0.0)), 2),
+        "realtime_factor": round(s.realtime_factor, 2) if s.realtime_factor else None,
+        "teacher_decode_s": round(s.decode_s, 2),
         "flags": md_counts(counts.flags, "flag", QUALITY_FLAGS),
         "error_reasons": md_counts(counts.error_reasons, "reason", ERROR_REASONS),
         "teacher_vs_reference": md_table(
             ["metric", "corpus rate", "samples", "reference units"],
-            [(w.metric, round(w.rate, 4), w.samples, w.reference_units) for w in wers],
+            [(w.metric, round(w.rate, 4), w.samples, w.reference_units) for w in s.error_rates],
         )
-        if wers
+        if s.error_rates
         else dg.MetadataValue.md("_no reference texts_"),
-        "wer_tiers": md_table(["per-sample WER", "samples"], list(wer_tiers(labels).items())),
+        "wer_tiers": md_table(["per-sample WER", "samples"], list(s.wer_tiers.items())),
     }
 
 
@@ -324,27 +200,6 @@ def _reader(store: Storage, ray_cluster: RayResource) -> WebDatasetShardReader:
     settings and credentials never leave the machine); on a remote cluster they open the lake URI from
     their own environment (their own OSS_* variables or RAM role)."""
     return WebDatasetShardReader(store.uri, store=store if workers_on_this_machine(ray_cluster) else None)
-
-
-def _empty_labels() -> pa.Table:
-    from asr_distill.stages.labels import LABELS_SCHEMA
-
-    return LABELS_SCHEMA.empty_table()
-
-
-def _references(store: Storage, partition: str, index: pa.Table) -> dict[str, tuple[str, str | None]]:
-    """sample key -> (reference text, language) from the clean stage's kept table."""
-    kept = read_table(store, layout.cleaned_kept_key(partition)).select(
-        ["key", "reference_text", "label_language"]
-    )
-    by_source = {k: (t, lang) for k, t, lang in zip(*kept.to_pydict().values(), strict=True) if t is not None}
-    return {
-        sample: by_source[source]
-        for sample, source in zip(
-            index.column("sample_key").to_pylist(), index.column("source_key").to_pylist(), strict=True
-        )
-        if source in by_source
-    }
 
 
 @dg.multi_asset_check(
@@ -384,19 +239,15 @@ def teacher_labels_checks(context: dg.AssetCheckExecutionContext, lake: StorageR
 
 def _label_problems(store: Storage, partition: str, selected: set[str]) -> PartitionFindings:
     """(check name, problems, metadata) of one partition for every selected labels check."""
-    current = layout.read_current_labels(store, partition)
+    current = LabelsRecord.read_current(store, partition)
     if current is None:
         raise dg.Failure(
             description=f"{partition}: no current labels (teacher_labels/{partition}/current.json)"
         )
-    thresholds = current["thresholds"]
-    labels = (
-        pa.concat_tables([_read_parquet(store, k) for k in current["labels"]])
-        if current["labels"]
-        else _empty_labels()
-    )
-    index = read_table(store, shard_layout(partition, layout.SHARDS).index_key)
-    base = {"labels_version": current["version"], "rows": labels.num_rows}
+    thresholds = current.thresholds
+    labels = read_labels(store, current.labels)
+    index = read_table(store, layout.shard_layout(partition).index_key)
+    base = {"labels_version": current.version, "rows": labels.num_rows}
     if "labels_cover_samples" in selected:
         problems = coverage_problems(index, labels)
         yield "labels_cover_samples", problems, {**base, "shard_samples": index.num_rows}
@@ -406,8 +257,7 @@ def _label_problems(store: Storage, partition: str, selected: set[str]) -> Parti
         rates = {f: round(counts.flag_rate(f), 4) for f in sorted(counts.flags)}
         yield "labels_flag_rates", problems, {**base, "flag_rates": dg.MetadataValue.json(rates)}
     if "labels_teacher_wer" in selected:
-        cer = frozenset(current["quality"].get("cer_languages", []))
-        wers = corpus_error_rates(labels, _references(store, partition, index), cer)
+        wers = corpus_error_rates(labels, references(store, partition, index), current.cer_languages)
         limit = float(thresholds["max_teacher_wer"])
         problems = [
             {"metric": w.metric, "rate": round(w.rate, 4), "max": limit, "samples": w.samples}

@@ -19,10 +19,10 @@ from asr_distill.stages.manifests import (
     check_members,
     check_splits_disjoint,
     load_version,
-    manifest_layout,
     read_latest,
     run_manifests,
 )
+from asr_distill.stages.progress import to_log
 
 TEACHER_LABELS = dg.AssetKey("teacher_labels")
 
@@ -66,12 +66,10 @@ def training_manifests(
     except (TypeError, ValueError) as exc:
         raise dg.Failure(f"bad manifest config: {exc}", allow_retries=False) from exc
     try:
-        s = run_manifests(store, cfg, partitions=config.partitions or None, log=context.log.info)
+        s = run_manifests(store, cfg, partitions=config.partitions or None, progress=to_log(context.log.info))
     except ManifestInputError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
-    st = s.stats
-    layout = manifest_layout(s.version)
-    teachers = s.record["teachers"]
+    st, layout, teachers = s.stats, s.layout, s.teachers
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": st["samples"],
@@ -117,9 +115,9 @@ def training_manifests(
                     for b in st["buckets"]
                 ],
             ),
-            "teacher_fingerprints": dg.MetadataValue.json(s.record["teacher_fingerprints"]),
-            "config_fingerprint": s.record["config_fingerprint"],
-            "config": dg.MetadataValue.json(s.record["config"]),
+            "teacher_fingerprints": dg.MetadataValue.json(s.teacher_fingerprints),
+            "config_fingerprint": s.config_fingerprint,
+            "config": dg.MetadataValue.json(s.config),
             "elapsed_s": round(s.elapsed_s, 3),
         }
     )

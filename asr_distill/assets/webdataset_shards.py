@@ -17,8 +17,8 @@ from asr_distill.assets._policies import (
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
-from asr_distill.stages.shards import ShardConfig, write_shards
-from asr_distill.stages.shards.layout import shard_layout
+from asr_distill.stages.progress import to_log
+from asr_distill.stages.shards import ShardConfig, run_shards
 from asr_distill.stages.shards.schema import META_CONFIG
 from asr_distill.stages.shards.verify import (
     check_buckets,
@@ -28,8 +28,8 @@ from asr_distill.stages.shards.verify import (
     check_wids,
     load_outputs,
 )
-from asr_distill.stages.shards.writer import read_table
 from asr_distill.storage import Storage
+from asr_distill.tableio import read_table
 
 
 class ShardsConfig(dg.Config):
@@ -79,29 +79,20 @@ def _shard_partition(
     lake_store: Storage,
     partition: str,
 ) -> dict[str, Any]:
-    kept = read_table(lake_store, layout.cleaned_kept_key(partition))
-    context.log.info(f"{partition}: sharding {kept.num_rows} kept clips")
-    s = write_shards(
-        kept,
-        partition,
+    s = run_shards(
+        raw_store,
         lake_store,
-        raw=raw_store,
-        config=cfg,
-        root=layout.SHARDS,
+        partition,
+        cfg,
+        progress=to_log(context.log.info),
         workers=config.workers or None,
-        progress=lambda p: context.log.info(str(p)),
     )
-    d = s.to_dict()
-    context.log.info(
-        f"{partition}: {s.samples} samples in {s.shards} shards ({s.shards_written} written, "
-        f"{s.shards_reused} reused), {s.bytes_written / 1e6:.1f} MB written in {s.elapsed_s:.1f}s"
-    )
-    sl = shard_layout(partition, layout.SHARDS)
+    sl = layout.shard_layout(partition)
     return {
         "dagster/row_count": s.samples,
         "shards_prefix": dg.MetadataValue.path(lake_store.url(sl.prefix)),
         "wids_index": dg.MetadataValue.path(lake_store.url(sl.wids_key)),
-        "kept_rows": kept.num_rows,
+        "kept_rows": s.input_rows,
         "samples": s.samples,
         "hours": round(s.hours, 4),
         "shards": s.shards,
@@ -109,18 +100,18 @@ def _shard_partition(
         "shards_reused": s.shards_reused,
         "bytes_total": s.bytes_total,
         "bytes_written": s.bytes_written,
-        "failed_samples": len(s.failed) + len(s.rejected),
-        "failures_by_reason": md_counts(d["reasons"], "reason"),
+        "failed_samples": s.failed_samples,
+        "failures_by_reason": md_counts(s.reasons, "reason"),
         "per_bucket": md_table(
             ["bucket", "shards", "samples", "hours", "MB"],
             [
-                (b, v["shards"], v["samples"], round(v["hours"], 4), round(v["bytes"] / 1e6, 2))
-                for b, v in sorted(d["buckets"].items())
+                (b, v.shards, v.samples, round(v.hours, 4), round(v.bytes / 1e6, 2))
+                for b, v in sorted(s.buckets.items())
             ],
         ),
-        "elapsed_s": d["elapsed_s"],
-        "mb_per_s": d["mb_per_s"],
-        "realtime_factor": d["realtime_factor"],
+        "elapsed_s": round(s.elapsed_s, 3),
+        "mb_per_s": s.mb_per_s,
+        "realtime_factor": s.realtime_factor,
         "config_fingerprint": s.config_fingerprint,
     }
 
@@ -169,7 +160,7 @@ def webdataset_shards_checks(context: dg.AssetCheckExecutionContext, lake: Stora
 
 def _shard_problems(store: Storage, partition: str, selected: set[str]) -> PartitionFindings:
     """(check name, problems, metadata) of one partition for every selected shards check."""
-    index, shards = load_outputs(store, partition, layout.SHARDS)
+    index, shards = load_outputs(store, partition)
     # The config that wrote the shards travels in shards.parquet's metadata.
     meta = shards.schema.metadata or {}
     cfg = ShardConfig.from_dict(json.loads(meta[META_CONFIG])) if META_CONFIG in meta else ShardConfig()
@@ -181,7 +172,5 @@ def _shard_problems(store: Storage, partition: str, selected: set[str]) -> Parti
     if "shards_buckets" in selected:
         yield "shards_buckets", check_buckets(index, cfg), {"checked": index.num_rows}
     if "shards_sizes" in selected:
-        found = check_shard_sizes(shards, cfg) + check_wids(
-            store, shard_layout(partition, layout.SHARDS), shards
-        )
+        found = check_shard_sizes(shards, cfg) + check_wids(store, layout.shard_layout(partition), shards)
         yield "shards_sizes", found, {"checked": shards.num_rows}

@@ -1,15 +1,15 @@
 """Clean-and-filter stage core (no Dagster): decode, measure, keep or quarantine with reasons.
 
-Typical use (what the Dagster asset does)::
+Entry point (what the Dagster asset does)::
 
-    rows = read_index_rows(lake, audio_index_key(partition))
-    known = load_known_hashes(lake, kept_keys_of_partitions_cleaned_before)
-    summary = run_clean(rows, raw, lake, kept_key=..., quarantine_key=..., config=CleanConfig(),
-                        known_hashes=known, progress=lambda p: log.info(str(p)))
-    metadata = summary.to_dict()
+    summary = run_clean(raw, lake, partition, CleanConfig(), force=False, progress=log_it, workers=None)
+    summary.kept, summary.funnel, summary.reused ...
+
+Lower level: :func:`clean_to_tables` cleans given index rows into two given table keys.
 """
 
-from asr_distill.stages.clean.config import CHAR_LANGUAGES, CleanConfig
+from asr_distill.language import CHAR_LANGUAGES
+from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.core import (
     CleanProgress,
     KnownHashes,
@@ -20,6 +20,7 @@ from asr_distill.stages.clean.core import (
     read_index_rows,
 )
 from asr_distill.stages.clean.metrics import TextStats, pcm16, subsampled_frames, text_stats
+from asr_distill.stages.clean.run import run_clean
 from asr_distill.stages.clean.schema import (
     CLEAN_KEPT_SCHEMA,
     CLEAN_QUARANTINE_SCHEMA,
@@ -30,9 +31,8 @@ from asr_distill.stages.clean.schema import (
 from asr_distill.stages.clean.writer import (
     CleanSummary,
     Histogram,
-    file_sha256,
+    clean_to_tables,
     reusable_clean,
-    run_clean,
     write_clean_tables,
 )
 
@@ -51,8 +51,8 @@ __all__ = [
     "TextStats",
     "analyze_clip",
     "clean_partition",
+    "clean_to_tables",
     "default_workers",
-    "file_sha256",
     "load_known_hashes",
     "pcm16",
     "read_index_rows",

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from asr_distill.audio.decode import RESAMPLE_QUALITIES
-
-# Languages whose labels are counted per character (no spaces between words; char-level units).
-CHAR_LANGUAGES = frozenset({"zh", "cmn", "yue", "wuu", "ja", "ko"})
+from asr_distill.language import CHAR_LANGUAGES
+from asr_distill.stages.configbase import StageConfig
 
 
 @dataclass(frozen=True)
-class CleanConfig:
+class CleanConfig(StageConfig):
     """Every rule's threshold. Defaults and why:
 
     * ``target_rate=16000``, ``resample_quality="HQ"``: what Whisper-style teachers and students take;
@@ -67,6 +64,8 @@ class CleanConfig:
     bad_sidecar: Literal["drop_text", "quarantine"] = "drop_text"
     dedup: bool = True
 
+    _COERCE: ClassVar[dict[str, Any]] = {"char_languages": frozenset}
+
     def __post_init__(self) -> None:
         if self.resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality must be one of {RESAMPLE_QUALITIES}")
@@ -87,23 +86,3 @@ class CleanConfig:
         if self.bad_sidecar not in ("drop_text", "quarantine"):
             raise ValueError("bad_sidecar must be 'drop_text' or 'quarantine'")
         object.__setattr__(self, "char_languages", frozenset(s.lower() for s in self.char_languages))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["char_languages"] = sorted(self.char_languages)
-        return out
-
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys), stored in the output Parquet metadata for provenance."""
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CleanConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CleanConfig fields: {sorted(unknown)}")
-        data = dict(data)
-        if "char_languages" in data:
-            data["char_languages"] = frozenset(data["char_languages"])
-        return cls(**data)

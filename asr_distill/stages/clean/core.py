@@ -8,27 +8,20 @@ whatever the number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from asr_distill.audio.decode import PYAV_FIRST, DecodeError, open_decoder
+from asr_distill.language import primary_language
 from asr_distill.stages._procpool import EXECUTORS, Executor, OrderedPool, default_workers
 from asr_distill.stages.clean.config import CleanConfig
-from asr_distill.stages.clean.metrics import (
-    SignalAnalyzer,
-    feature_frames,
-    primary_language,
-    subsampled_frames,
-    text_stats,
-)
+from asr_distill.stages.clean.metrics import SignalAnalyzer, feature_frames, subsampled_frames, text_stats
 from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASONS
 from asr_distill.storage import Storage
+from asr_distill.tableio import path_sha256, read_table
 
 Row = dict[str, Any]
 # content hash -> (partition, key) of the clip kept with that content
@@ -38,11 +31,6 @@ _REASON_ORDER = {r: i for i, r in enumerate(REASONS)}
 
 
 # -- one clip -------------------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _format_hint(row: Mapping[str, Any]) -> str:
     for value in (row.get("container"), row.get("extension")):
         if value and str(value).lower() in PYAV_FIRST:
@@ -90,7 +78,7 @@ def analyze_clip(row: Mapping[str, Any], store: Storage, cfg: CleanConfig) -> Ro
     all_zero = False
     try:
         with store.local_copy(key, suffix=Path(key).suffix) as path:
-            out["source_sha256"] = _sha256_file(path)
+            out["source_sha256"] = path_sha256(path)
             if not probe_failed:
                 all_zero = _measure(path, row, cfg, out)
     except DecodeError as exc:
@@ -316,9 +304,7 @@ def read_index_rows(store: Storage, key: str, *, batch_rows: int = 10_000) -> It
 
     The index table (metadata only, ~200 bytes a row) is loaded to sort it; rows are then yielded.
     """
-    with store.local_copy(key, suffix=".parquet") as path:
-        table = pq.read_table(path)
-    table = table.sort_by("key")
+    table = read_table(store, key).sort_by("key")
     for rb in table.to_batches(max_chunksize=batch_rows):
         yield from rb.to_pylist()
 
@@ -331,8 +317,7 @@ def load_known_hashes(lake: Storage, kept_keys: Iterable[str]) -> dict[str, tupl
     """
     out: dict[str, tuple[str, str]] = {}
     for table_key in kept_keys:
-        with lake.local_copy(table_key, suffix=".parquet") as path:
-            table = pq.read_table(path, columns=["pcm_sha256", "partition", "key"])
+        table = read_table(lake, table_key, ["pcm_sha256", "partition", "key"])
         for digest, part, key in zip(
             table.column("pcm_sha256").to_pylist(),
             table.column("partition").to_pylist(),

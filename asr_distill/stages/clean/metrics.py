@@ -198,12 +198,6 @@ class SignalAnalyzer:
 
 
 # -- text -----------------------------------------------------------------------------------
-def primary_language(language: str | None, default: str) -> str:
-    """``"zh-CN"`` / ``"ja_JP"`` -> ``"zh"`` / ``"ja"``; empty -> ``default``."""
-    lang = (language or "").strip().lower().replace("_", "-")
-    return lang.split("-", 1)[0] if lang else default.lower()
-
-
 def _is_cjk(ch: str) -> bool:
     o = ord(ch)
     return (

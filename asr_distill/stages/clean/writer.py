@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -62,10 +61,15 @@ class Histogram:
         i = bisect.bisect_right(self.edges, value)
         (self.kept if keep else self.quarantined)[i] += 1
 
+    @property
+    def labels(self) -> list[str]:
+        """One label per bin (``< lo``, ``lo-hi``, ``>= hi`` with the unit)."""
+        return _labels(self.edges, self.unit)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "edges": list(self.edges),
-            "labels": _labels(self.edges, self.unit),
+            "labels": self.labels,
             "kept": list(self.kept),
             "quarantined": list(self.quarantined),
         }
@@ -93,6 +97,13 @@ class CleanSummary:
     duration_hist: Histogram = field(default_factory=lambda: Histogram(DURATION_EDGES_S, " s"))
     rms_hist: Histogram = field(default_factory=lambda: Histogram(RMS_EDGES_DBFS, " dBFS"))
     elapsed_s: float = 0.0
+    # Of this run, not of the tables (neither is in to_dict, so neither is stored with the tables):
+    reused: bool = False  # the existing tables were kept (same index, rules and known duplicates)
+    known_hashes: int = 0  # content hashes known from partitions cleaned before
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.total / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def add(self, row: Mapping[str, Any]) -> None:
         keep = bool(row["keep"])
@@ -279,7 +290,7 @@ def write_clean_tables(
     return summary
 
 
-def run_clean(
+def clean_to_tables(
     rows: Iterable[Mapping[str, Any]],
     raw: Storage,
     lake: Storage,
@@ -294,7 +305,8 @@ def run_clean(
     progress_every_s: float = 10.0,
     index_sha256: str | None = None,
 ) -> CleanSummary:
-    """Clean one partition end to end: :func:`clean_partition` -> :func:`write_clean_tables`.
+    """Clean rows into two tables: :func:`clean_partition` -> :func:`write_clean_tables` (the stage's
+    entry point, :func:`~asr_distill.stages.clean.run.run_clean`, adds the lake keys and reuse).
 
     ``rows``: the partition's ``audio_index`` rows sorted by key; ``raw``: the store holding the audio;
     ``lake``: where the two tables go (``kept_key``, ``quarantine_key``). Returns the summary.
@@ -320,8 +332,3 @@ def run_clean(
         index_sha256=index_sha256,
         known_hashes=known_hashes,
     )
-
-
-def file_sha256(lake: Storage, key: str) -> str:
-    """sha256 of an object's bytes (the index file a clean run reads)."""
-    return hashlib.sha256(lake.read_bytes(key)).hexdigest()

@@ -27,9 +27,11 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asr_distill import lake as lake_layout
 from asr_distill.stages._procpool import OrderedPool, default_workers
 from asr_distill.stages.index.probe import Probe, probe_audio
 from asr_distill.stages.index.schema import AUDIO_EXTENSIONS, AUDIO_INDEX_SCHEMA, SIDECAR_EXTENSIONS
+from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.storage import ObjectInfo, ObjectNotFoundError, Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,20 @@ class IndexSummary:
     ignored_sample: list[str] = field(default_factory=list)
     orphan_sidecars: int = 0
     elapsed_s: float = 0.0
-    skipped: bool = False
+    skipped: bool = False  # the listing was unchanged: the existing index was reused
     fingerprint: str = ""
+
+    @property
+    def error_rows(self) -> int:
+        return self.rows - self.ok_rows
+
+    @property
+    def error_rate(self) -> float:
+        return self.error_rows / self.rows if self.rows else 0.0
+
+    @property
+    def objects_per_s(self) -> float:
+        return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows += 1
@@ -563,3 +577,27 @@ def _summarise_existing(lake: Storage, key: str, summary: IndexSummary) -> None:
         for batch in pf.iter_batches(batch_size=8192):
             for row in batch.to_pylist():
                 summary.add(row)
+
+
+def run_index(
+    raw: Storage,
+    lake: Storage,
+    partition: str,
+    config: IndexOptions | None = None,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> IndexSummary:
+    """The index stage's entry point: index the partition's raw prefix into its ``audio_index`` key.
+
+    Reuses the existing index when the prefix listing is unchanged (unless ``force``).
+    """
+    say = Reporter("index", partition, progress)
+    prefix, out_key = lake_layout.raw_prefix(partition), lake_layout.audio_index_key(partition)
+    say(f"indexing {raw.url(prefix)} -> {lake.url(out_key)}")
+    s = build_index(raw, lake, partition, prefix, out_key, config, force=force, progress=say)
+    if s.skipped:
+        say(f"{partition}: listing unchanged since the last index ({s.rows} rows); not re-probed")
+    else:
+        say(f"{partition}: indexed {s.rows} audio objects in {s.elapsed_s:.1f}s ({s.objects_per_s:,.0f}/s)")
+    return s

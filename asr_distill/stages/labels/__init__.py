@@ -1,16 +1,14 @@
 """Teacher pseudo-labelling stage core (no Dagster): shards of audio in, one labels table per shard out.
 
-Typical use (what the Dagster asset does)::
+Entry point (what the Dagster asset does)::
 
-    ray.init(address=...)                                   # the caller's job
-    with LabelPool(FasterWhisperConfig(), PoolConfig(num_actors=4)) as pool:
-        version = labels_version(pool.fingerprint)          # lake path component of this labels version
-        done = {shard ids already written under version}
-        summary = pool.run(shard_ids, WebDatasetShardReader(shards_uri),
-                           on_result=lambda r: write_labels(lake, key_for(version, r.shard_id), r.table),
-                           done=done, on_failure=log_it)
-    metadata = summary.to_dict()
+    summary = run_labels(lake, partition, LabelsConfig(), teacher=FasterWhisperConfig(),
+                         pool=lambda: LabelPool(teacher_cfg, PoolConfig(num_actors=4)),  # started lazily
+                         reader=WebDatasetShardReader(lake.uri), force=False, progress=log_it)
+    summary.record        # the LabelsRecord written to teacher_labels/<p>/current.json
 
+The protocol (change detection, labels versions, finished shards, the record) is in
+:mod:`asr_distill.stages.labels.run`; ``current.json`` is :class:`~asr_distill.stages.labels.record.LabelsRecord`.
 :func:`label_shard` does one shard in-process (no Ray), with any loaded :class:`~asr_distill.teachers.Teacher`.
 """
 
@@ -32,6 +30,18 @@ from asr_distill.stages.labels.quality import (
     error_rate,
     normalize_text,
 )
+from asr_distill.stages.labels.record import NO_SHARDS_VERSION, LabelsRecord
+from asr_distill.stages.labels.run import (
+    META_SHARD_SHA256,
+    LabelsConfig,
+    LabelsIncomplete,
+    LabelsSummary,
+    labelled_sha,
+    read_labels,
+    references,
+    run_labels,
+    teacher_config_dict,
+)
 from asr_distill.stages.labels.schema import ERROR_REASONS, LABELS_COLUMNS, LABELS_SCHEMA
 from asr_distill.teachers.base import labels_version
 
@@ -39,9 +49,15 @@ __all__ = [
     "ERROR_REASONS",
     "LABELS_COLUMNS",
     "LABELS_SCHEMA",
+    "META_SHARD_SHA256",
+    "NO_SHARDS_VERSION",
     "QUALITY_FLAGS",
     "LabelInput",
     "LabelPool",
+    "LabelsConfig",
+    "LabelsIncomplete",
+    "LabelsRecord",
+    "LabelsSummary",
     "PoolConfig",
     "QualityConfig",
     "QualityResult",
@@ -57,8 +73,13 @@ __all__ = [
     "iter_shard_ids",
     "label_shard",
     "labels_table",
+    "labelled_sha",
     "labels_version",
     "normalize_text",
+    "read_labels",
+    "references",
+    "run_labels",
     "split_member",
+    "teacher_config_dict",
     "write_labels",
 ]

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from asr_distill.language import primary_language
 from asr_distill.stages.labels.inputs import LabelInput
-from asr_distill.stages.labels.quality import QualityConfig, assess, primary_language
+from asr_distill.stages.labels.quality import QualityConfig, assess
 from asr_distill.stages.labels.schema import (
     ERROR_REASONS,
     LABELS_SCHEMA,
@@ -24,6 +24,7 @@ from asr_distill.stages.labels.schema import (
     META_TEACHER,
 )
 from asr_distill.storage import ObjectInfo, Storage
+from asr_distill.tableio import write_table
 from asr_distill.teachers.base import SAMPLE_RATE, Teacher, TeacherResult, canonical_json
 
 Row = dict[str, Any]
@@ -185,6 +186,5 @@ def label_shard(
 
 def write_labels(store: Storage, key: str, table: pa.Table) -> ObjectInfo:
     """Write one shard's labels table as Parquet (zstd) atomically: readers never see a partial file."""
-    with store.staged_file(key, suffix=".parquet") as path:
-        pq.write_table(table, path, compression="zstd")
+    write_table(store, key, table)
     return store.stat(key)

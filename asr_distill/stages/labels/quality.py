@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import jiwer
 
+from asr_distill.language import CHAR_LANGUAGES, primary_language
+from asr_distill.stages.configbase import StageConfig
 from asr_distill.teachers.base import compression_ratio
 
 QUALITY_FLAGS: dict[str, str] = {
@@ -59,12 +61,9 @@ QUALITY_FLAGS: dict[str, str] = {
 }
 _FLAG_ORDER = {f: i for i, f in enumerate(QUALITY_FLAGS)}
 
-# Languages scored by character error rate (no word boundaries in writing).
-CER_LANGUAGES = frozenset({"zh", "cmn", "yue", "wuu", "ja", "ko"})
-
 
 @dataclass(frozen=True)
-class QualityConfig:
+class QualityConfig(StageConfig):
     """Thresholds of the quality flags (see the module docstring for the sources)."""
 
     max_compression_ratio: float = 2.4
@@ -80,12 +79,9 @@ class QualityConfig:
     all_caps_min_letters: int = 10
     min_language_probability: float = 0.7
     max_error_rate: float = 0.10
-    cer_languages: frozenset[str] = field(default_factory=lambda: CER_LANGUAGES)
+    cer_languages: frozenset[str] = field(default_factory=lambda: CHAR_LANGUAGES)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["cer_languages"] = sorted(self.cer_languages)
-        return d
+    _COERCE: ClassVar[dict[str, Any]] = {"cer_languages": frozenset}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +90,6 @@ class QualityResult:
     error_rate: float | None = None  # WER or CER against the reference, when one exists
     error_metric: str | None = None  # "wer" | "cer"
     chars_per_second: float | None = None
-
-
-def primary_language(language: str | None) -> str | None:
-    """``"en-US"`` / ``"EN_gb"`` -> ``"en"``; empty -> None."""
-    lang = (language or "").strip().lower().replace("_", "-")
-    return lang.split("-", 1)[0] or None
 
 
 @lru_cache(maxsize=2)
@@ -120,7 +110,7 @@ def normalize_text(text: str, language: str | None) -> str:
 
 
 def error_rate(
-    hypothesis: str, reference: str, language: str | None, cer_languages: frozenset[str] = CER_LANGUAGES
+    hypothesis: str, reference: str, language: str | None, cer_languages: frozenset[str] = CHAR_LANGUAGES
 ) -> tuple[float | None, str]:
     """(WER or CER after normalisation, metric); None when the reference normalises to nothing."""
     lang = primary_language(language)

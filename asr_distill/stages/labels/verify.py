@@ -13,7 +13,8 @@ from typing import Any
 import jiwer
 import pyarrow as pa
 
-from asr_distill.stages.labels.quality import CER_LANGUAGES, QUALITY_FLAGS, normalize_text, primary_language
+from asr_distill.language import CHAR_LANGUAGES, primary_language
+from asr_distill.stages.labels.quality import QUALITY_FLAGS, normalize_text
 from asr_distill.stages.labels.schema import ERROR_REASONS
 
 # Flags that mean the teacher output is broken (hallucination, looping, nothing): a partition where
@@ -141,7 +142,7 @@ class CorpusErrorRate:
 def corpus_error_rates(
     labels: pa.Table,
     references: Mapping[str, tuple[str, str | None]],
-    cer_languages: frozenset[str] = CER_LANGUAGES,
+    cer_languages: frozenset[str] = CHAR_LANGUAGES,
 ) -> list[CorpusErrorRate]:
     """Corpus-level WER (CER for character languages) of the teacher against the references.
 

@@ -2,13 +2,13 @@
 
 Typical use (what the Dagster asset does)::
 
-    summary = run_manifests(lake, ManifestConfig())          # every partition with current labels
+    summary = run_manifests(lake, ManifestConfig(), partitions=None, force=False, progress=log_it)
     record, manifest, dropped = load_version(lake, summary.version)
     problems = (check_splits_disjoint(manifest) + check_counts(lake, record, manifest, dropped)
                 + check_members(lake, manifest) + check_durations(manifest, cfg))
 
 Drop rules and splits: :mod:`asr_distill.stages.manifests.config`; formats:
-:mod:`asr_distill.stages.manifests.formats`; layout: :mod:`asr_distill.stages.manifests.layout`.
+:mod:`asr_distill.stages.manifests.formats`; lake keys: :mod:`asr_distill.lake` (:class:`~asr_distill.lake.ManifestLayout`).
 """
 
 from asr_distill.stages.manifests.checks import (
@@ -31,13 +31,11 @@ from asr_distill.stages.manifests.core import (
     ManifestInputError,
     PartitionInputs,
     build_manifest,
-    labelled_partitions,
     load_partition,
     manifest_stats,
     split_group,
 )
 from asr_distill.stages.manifests.formats import lhotse_cut, nemo_entries, read_jsonl, tar_location
-from asr_distill.stages.manifests.layout import ROOT, ManifestLayout, latest_key, manifest_layout
 from asr_distill.stages.manifests.schema import DROPPED_SCHEMA, MANIFEST_SCHEMA
 from asr_distill.stages.manifests.versioning import (
     ManifestSummary,
@@ -53,12 +51,10 @@ __all__ = [
     "DROP_RULES",
     "FORMAT_VERSION",
     "MANIFEST_SCHEMA",
-    "ROOT",
     "SPLITS",
     "ManifestBuild",
     "ManifestConfig",
     "ManifestInputError",
-    "ManifestLayout",
     "ManifestSummary",
     "PartitionInputs",
     "build_manifest",
@@ -67,12 +63,9 @@ __all__ = [
     "check_formats",
     "check_members",
     "check_splits_disjoint",
-    "labelled_partitions",
-    "latest_key",
     "lhotse_cut",
     "load_partition",
     "load_version",
-    "manifest_layout",
     "manifest_stats",
     "manifest_version",
     "nemo_entries",

@@ -15,20 +15,19 @@ from typing import Any
 import pyarrow as pa
 
 from asr_distill import lake as lake_layout
+from asr_distill.lake import manifest_layout, shard_layout
 from asr_distill.stages.manifests.config import DROP_RULES, ManifestConfig
 from asr_distill.stages.manifests.formats import read_jsonl
-from asr_distill.stages.manifests.layout import ROOT, manifest_layout
-from asr_distill.stages.shards.layout import shard_layout
-from asr_distill.stages.shards.writer import read_table
 from asr_distill.storage import Storage
+from asr_distill.tableio import read_table
 
 Problem = dict[str, Any]
 MAX_PROBLEMS = 1000
 
 
-def load_version(lake: Storage, version: str, root: str = ROOT) -> tuple[dict[str, Any], pa.Table, pa.Table]:
+def load_version(lake: Storage, version: str) -> tuple[dict[str, Any], pa.Table, pa.Table]:
     """(record, manifest table, dropped table) of a written version."""
-    layout = manifest_layout(version, root)
+    layout = manifest_layout(version)
     record = json.loads(lake.read_bytes(layout.record_key))
     return record, read_table(lake, layout.manifest_key), read_table(lake, layout.dropped_key)
 
@@ -85,7 +84,7 @@ def check_counts(
         if kept[p] + sum(drops[p].values()) != c["accounted"]:
             out.append({"partition": p, "problem": "not_reconciled", "accounted": c["accounted"],
                         "kept_plus_dropped": kept[p] + sum(drops[p].values())})  # fmt: skip
-        index_key = shard_layout(p, lake_layout.SHARDS).index_key
+        index_key = shard_layout(p).index_key
         index_rows = read_table(lake, index_key).num_rows if lake.exists(index_key) else 0
         if index_rows != c["index_samples"]:
             out.append(
@@ -103,9 +102,8 @@ def check_counts(
 
 def _labels_rows(lake: Storage, record: dict[str, Any], partition: str) -> int:
     version = record["teachers"][partition]["labels_version"]
-    prefix = lake_layout.labels_prefix(partition, version)
     return sum(
-        read_table(lake, o.key).num_rows for o in lake.iter_objects(prefix) if o.key.endswith(".parquet")
+        read_table(lake, k).num_rows for k in lake_layout.labels_version_keys(lake, partition, version)
     )
 
 
@@ -148,7 +146,7 @@ def check_members(lake: Storage, manifest: pa.Table, max_header_reads: int = 0) 
         p = r["partition"]
         if p not in index:
             try:
-                t = read_table(lake, shard_layout(p, lake_layout.SHARDS).index_key)
+                t = read_table(lake, shard_layout(p).index_key)
                 index[p] = {x["sample_key"]: x for x in t.to_pylist()}
             except FileNotFoundError:
                 index[p] = {}
@@ -224,11 +222,9 @@ def check_durations(manifest: pa.Table, cfg: ManifestConfig) -> list[Problem]:
 
 
 # -- the formats agree with the Parquet manifest --------------------------------------------------------------
-def check_formats(
-    lake: Storage, record: dict[str, Any], manifest: pa.Table, root: str = ROOT
-) -> list[Problem]:
+def check_formats(lake: Storage, record: dict[str, Any], manifest: pa.Table) -> list[Problem]:
     """The NeMo and Lhotse files hold exactly the Parquet rows of their split (member, tar, duration, text)."""
-    layout = manifest_layout(record["version"], root)
+    layout = manifest_layout(record["version"])
     out: list[Problem] = []
     rows = manifest.select(
         ["split", "shard_key", "audio_member", "duration_s", "text", "sample_key"]

@@ -47,13 +47,12 @@ depends on the other samples: adding data later moves nothing that was already a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from asr_distill.stages.configbase import StageConfig
 from asr_distill.stages.labels.quality import QUALITY_FLAGS
 
 # Bumped whenever the bytes this stage writes change for the same inputs and settings.
@@ -96,7 +95,7 @@ def drop_rule_order() -> list[str]:
 
 
 @dataclass(frozen=True)
-class ManifestConfig:
+class ManifestConfig(StageConfig):
     """What the manifests keep and how they split it (see the module docstring for every rule)."""
 
     max_error_rate: float = 0.10
@@ -118,6 +117,8 @@ class ManifestConfig:
     # Blocking check: the tar header of at most this many rows is read back (all rows are checked
     # against index.parquet); 0 = every row.
     max_header_reads: int = 20_000
+
+    _COERCE: ClassVar[dict[str, Any]] = {"drop_flags": tuple}
 
     def __post_init__(self) -> None:
         if isinstance(self.drop_flags, str):
@@ -146,28 +147,12 @@ class ManifestConfig:
         if self.max_header_reads < 0:
             raise ValueError("max_header_reads must be >= 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["drop_flags"] = list(self.drop_flags)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ManifestConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ManifestConfig fields: {sorted(unknown)}")
-        data = dict(data)
-        if "drop_flags" in data:
-            data["drop_flags"] = tuple(data["drop_flags"])
-        return cls(**data)
-
-    def fingerprint(self) -> str:
-        """sha256 of the settings and :data:`FORMAT_VERSION` (the check budget aside)."""
+    def fingerprint_payload(self) -> dict[str, Any]:
+        """The settings and :data:`FORMAT_VERSION` (the check budget aside)."""
         d = self.to_dict()
         d.pop("max_header_reads")
         d["format_version"] = FORMAT_VERSION
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+        return d
 
     def split_of(self, group: str) -> str:
         """The split of a split group (``spk:<speaker>`` or ``src:<source key>``)."""

@@ -7,24 +7,22 @@ the counts. Every sample is accounted for: per partition, ``kept + sum(drops) ==
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from asr_distill import lake as lake_layout
+from asr_distill.language import primary_language
 from asr_distill.stages.clean.schema import CLEAN_SCHEMA
-from asr_distill.stages.labels.quality import primary_language
+from asr_distill.stages.labels.record import LabelsRecord
 from asr_distill.stages.manifests.config import DROP_RULES, SPLITS, ManifestConfig
 from asr_distill.stages.manifests.schema import DROPPED_SCHEMA, MANIFEST_SCHEMA
-from asr_distill.stages.shards.layout import shard_layout
 from asr_distill.stages.shards.schema import SAMPLE_INDEX_SCHEMA, SHARD_TABLE_SCHEMA
 from asr_distill.storage import Storage
+from asr_distill.tableio import read_table_bytes, sha256_hex
 
 Row = dict[str, Any]
 UNKNOWN_LANGUAGE = "und"
@@ -44,21 +42,14 @@ class ManifestInputError(Exception):
     """A partition's inputs cannot be joined at all (a table is missing or lacks columns)."""
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _read_parquet(lake: Storage, key: str, columns: list[str] | None = None) -> tuple[pa.Table, str]:
     """(table, sha256 of the object's bytes)."""
     try:
-        data = lake.read_bytes(key)
+        return read_table_bytes(lake, key, columns)
     except FileNotFoundError as exc:
         raise ManifestInputError(f"{lake.url(key)} does not exist") from exc
-    try:
-        table = pq.read_table(io.BytesIO(data), columns=columns)
     except (pa.ArrowInvalid, KeyError) as exc:
         raise ManifestInputError(f"{lake.url(key)}: {exc}") from exc
-    return table, _sha256(data)
 
 
 @dataclass
@@ -66,7 +57,7 @@ class PartitionInputs:
     """One partition's joined inputs and what identifies them (``digest``, part of the version)."""
 
     partition: str
-    current: dict[str, Any]
+    current: LabelsRecord
     index: pa.Table
     kept: pa.Table
     labels: pa.Table
@@ -75,36 +66,26 @@ class PartitionInputs:
 
     @property
     def labels_version(self) -> str:
-        return str(self.current["version"])
+        return str(self.current.version)
 
     @property
     def teacher_fingerprint(self) -> str:
-        return str(self.current.get("fingerprint") or "")
-
-
-def labelled_partitions(lake: Storage) -> list[str]:
-    """Partitions that have ``teacher_labels/<p>/current.json``, sorted."""
-    out = []
-    for prefix in lake.list_prefixes(lake_layout.LABELS + "/"):
-        p = prefix.rstrip("/").rsplit("/", 1)[-1]
-        if lake.exists(lake_layout.labels_current_key(p)):
-            out.append(p)
-    return sorted(out)
+        return str(self.current.fingerprint or "")
 
 
 def load_partition(lake: Storage, partition: str) -> PartitionInputs:
     """Read a partition's shard index, shard table, kept table and current labels."""
-    current = lake_layout.read_current_labels(lake, partition)
+    current = LabelsRecord.read_current(lake, partition)
     if current is None:
         raise ManifestInputError(
             f"partition {partition!r} has no {lake_layout.labels_current_key(partition)}"
         )
     label_keys = lake_layout.current_labels_keys(lake, partition)
-    if not isinstance(current.get("version"), str) or not current["version"]:
+    if not isinstance(current.version, str) or not current.version:
         raise ManifestInputError(f"{lake_layout.labels_current_key(partition)} lacks a string 'version'")
-    if label_keys and (not isinstance(current.get("fingerprint"), str) or not current["fingerprint"]):
+    if label_keys and (not isinstance(current.fingerprint, str) or not current.fingerprint):
         raise ManifestInputError(f"{lake_layout.labels_current_key(partition)} lacks a string 'fingerprint'")
-    sl = shard_layout(partition, lake_layout.SHARDS)
+    sl = lake_layout.shard_layout(partition)
     if not label_keys and not lake.exists(sl.index_key):
         # A partition with no kept clips: the labels asset writes a current.json with no labels, and the
         # shards stage may have written nothing. It contributes nothing and is no error.
@@ -130,12 +111,12 @@ def load_partition(lake: Storage, partition: str) -> PartitionInputs:
     )
     digest = {
         "partition": partition,
-        "labels_version": current["version"],
-        "teacher_fingerprint": current.get("fingerprint") or "",
-        "shards_sha256": _sha256(repr(shard_list).encode()),
+        "labels_version": current.version,
+        "teacher_fingerprint": current.fingerprint or "",
+        "shards_sha256": sha256_hex(repr(shard_list).encode()),
         "index_sha256": index_sha,
         "kept_sha256": kept_sha,
-        "labels_sha256": _sha256(repr(sorted(label_digests.items())).encode()),
+        "labels_sha256": sha256_hex(repr(sorted(label_digests.items())).encode()),
         "label_files": len(label_digests),
     }
     return PartitionInputs(partition, current, index, kept, labels, shards, digest)

@@ -21,7 +21,6 @@ Every text output is written with sorted keys and no timestamps (gzip ``mtime=0`
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import shlex
@@ -29,11 +28,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from asr_distill.lake import ManifestLayout
 from asr_distill.stages.manifests.config import SPLITS, ManifestConfig
-from asr_distill.stages.manifests.layout import ManifestLayout
 from asr_distill.storage import Storage
+from asr_distill.tableio import sha256_hex, write_table
 
 Row = dict[str, Any]
 
@@ -49,8 +48,7 @@ def tar_location(lake: Storage, key: str) -> str:
 
 
 def write_parquet(lake: Storage, key: str, table: pa.Table) -> dict[str, Any]:
-    with lake.staged_file(key, suffix=".parquet") as path:
-        pq.write_table(table, path, compression="zstd")
+    write_table(lake, key, table)
     return _file_info(lake, key)
 
 
@@ -62,12 +60,12 @@ def write_text(lake: Storage, key: str, text: str, *, gz: bool = False) -> dict[
             fh.write(data)
         data = buf.getvalue()
     lake.write_bytes(key, data)
-    return {"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"key": key, "size": len(data), "sha256": sha256_hex(data)}
 
 
 def _file_info(lake: Storage, key: str) -> dict[str, Any]:
     data = lake.read_bytes(key)
-    return {"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"key": key, "size": len(data), "sha256": sha256_hex(data)}
 
 
 # -- NeMo ---------------------------------------------------------------------------------------------

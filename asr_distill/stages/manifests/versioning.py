@@ -12,22 +12,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asr_distill.lake import ManifestLayout, labelled_partitions, manifest_layout, manifests_latest_key
 from asr_distill.stages.manifests.config import FORMAT_VERSION, ManifestConfig
 from asr_distill.stages.manifests.core import (
     ManifestInputError,
     PartitionInputs,
     build_manifest,
-    labelled_partitions,
     load_partition,
     manifest_stats,
 )
 from asr_distill.stages.manifests.formats import write_lhotse, write_nemo, write_parquet, write_text
-from asr_distill.stages.manifests.layout import ROOT, latest_key, manifest_layout
+from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.storage import Storage
+from asr_distill.tableio import read_json, write_json
 
 VERSION_CHARS = 16
 
@@ -43,39 +43,58 @@ def manifest_version(cfg: ManifestConfig, digests: list[dict[str, Any]]) -> str:
 
 @dataclass
 class ManifestSummary:
+    """What :func:`run_manifests` did: the version, whether it existed already, and its record."""
+
     version: str
     prefix: str
     reused: bool
-    record: dict[str, Any]
+    record: dict[str, Any]  # the version's _MANIFEST.json
     elapsed_s: float = 0.0
     files: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def layout(self) -> ManifestLayout:
+        return manifest_layout(self.version)
+
+    @property
     def stats(self) -> dict[str, Any]:
+        """The version's ``stats.json`` document."""
         return self.record["stats"]
 
+    @property
+    def teachers(self) -> dict[str, dict[str, Any]]:
+        """partition -> labels version, teacher fingerprint, teacher and quality config."""
+        return self.record["teachers"]
 
-def read_record(lake: Storage, version: str, root: str = ROOT) -> dict[str, Any] | None:
-    key = manifest_layout(version, root).record_key
-    if not lake.exists(key):
-        return None
-    return json.loads(lake.read_bytes(key))
+    @property
+    def teacher_fingerprints(self) -> list[str]:
+        return self.record["teacher_fingerprints"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.record["config"]
+
+    @property
+    def config_fingerprint(self) -> str:
+        return self.record["config_fingerprint"]
 
 
-def read_latest(lake: Storage, root: str = ROOT) -> dict[str, Any] | None:
+def read_record(lake: Storage, version: str) -> dict[str, Any] | None:
+    """A version's ``_MANIFEST.json``, or None when the version is not complete."""
+    return read_json(lake, manifest_layout(version).record_key)
+
+
+def read_latest(lake: Storage) -> dict[str, Any] | None:
     """``latest.json`` (``version``, ``record``: the key of its ``_MANIFEST.json``) or None."""
-    key = latest_key(root)
-    if not lake.exists(key):
-        return None
-    return json.loads(lake.read_bytes(key))
+    return read_json(lake, manifests_latest_key())
 
 
-def _point_latest(lake: Storage, version: str, root: str) -> None:
-    layout = manifest_layout(version, root)
+def _point_latest(lake: Storage, version: str) -> None:
+    layout = manifest_layout(version)
     body = {"version": version, "record": layout.record_key, "prefix": layout.prefix}
-    cur = read_latest(lake, root)
+    cur = read_latest(lake)
     if cur is None or {k: cur.get(k) for k in body} != body:
-        lake.write_bytes(latest_key(root), json.dumps(body, sort_keys=True, indent=1).encode())
+        write_json(lake, manifests_latest_key(), body)
 
 
 def run_manifests(
@@ -83,23 +102,28 @@ def run_manifests(
     config: ManifestConfig | None = None,
     *,
     partitions: list[str] | None = None,
-    root: str = ROOT,
-    log: Callable[[str], None] | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> ManifestSummary:
-    """Build (or find) the manifest version of the current inputs and point ``latest.json`` at it."""
+    """Build (or find) the manifest version of the current inputs and point ``latest.json`` at it.
+
+    ``partitions``: the partitions to include (default: every partition with current labels). A version
+    whose ``_MANIFEST.json`` exists is reused as it is, unless ``force`` (then written again: the same
+    inputs give the same bytes).
+    """
     cfg = config or ManifestConfig()
-    say = log or (lambda _msg: None)
+    say = Reporter("manifests", None, progress)
     start = time.monotonic()
     names = sorted(partitions) if partitions else labelled_partitions(lake)
     if not names:
         raise ManifestInputError("no partition has teacher labels (teacher_labels/<partition>/current.json)")
     inputs: list[PartitionInputs] = [load_partition(lake, p) for p in names]
     version = manifest_version(cfg, [i.digest for i in inputs])
-    layout = manifest_layout(version, root)
-    existing = read_record(lake, version, root)
+    layout = manifest_layout(version)
+    existing = None if force else read_record(lake, version)
     if existing is not None:
         say(f"manifest version {version} is complete already; nothing rewritten")
-        _point_latest(lake, version, root)
+        _point_latest(lake, version)
         return ManifestSummary(
             version, layout.prefix, True, existing, time.monotonic() - start, existing["files"]
         )
@@ -124,8 +148,8 @@ def run_manifests(
             i.partition: {
                 "labels_version": i.labels_version,
                 "fingerprint": i.teacher_fingerprint,
-                "teacher": i.current.get("teacher"),
-                "quality": i.current.get("quality"),
+                "teacher": i.current.teacher,
+                "quality": i.current.quality,
             }
             for i in inputs
         },
@@ -134,6 +158,6 @@ def run_manifests(
         "stats": stats,
         "files": files,
     }
-    lake.write_bytes(layout.record_key, json.dumps(record, sort_keys=True, indent=1).encode())
-    _point_latest(lake, version, root)
+    write_json(lake, layout.record_key, record)
+    _point_latest(lake, version)
     return ManifestSummary(version, layout.prefix, False, record, time.monotonic() - start, files)

@@ -29,7 +29,7 @@ import numpy as np
 
 from asr_distill.audio.decode import DecodeError
 from asr_distill.audio.vad import SileroVad, VadModelError, vad_file
-from asr_distill.stages.clean.core import _format_hint, _sha256_file
+from asr_distill.stages.clean.core import _format_hint
 from asr_distill.stages.clean.metrics import SignalAnalyzer
 from asr_distill.stages.segment import layout
 from asr_distill.stages.segment.config import Fingerprint, SegmentStageConfig
@@ -38,6 +38,7 @@ from asr_distill.stages.segment.schema import RECORDING_COLUMNS, SEGMENT_REASONS
 from asr_distill.stages.shards.encode import encode_audio
 from asr_distill.stages.shards.tar import TarWriter
 from asr_distill.storage import Storage
+from asr_distill.tableio import path_sha256
 
 Row = dict[str, Any]
 _REASON_ORDER = {r: i for i, r in enumerate(SEGMENT_REASONS)}
@@ -273,7 +274,7 @@ def segment_recording(
     result = RecordingResult(key, rec)
     try:
         with raw.local_copy(key, suffix=Path(key).suffix) as path:
-            rec["source_sha256"] = _sha256_file(path)
+            rec["source_sha256"] = path_sha256(path)
             expected = row.get("source_sha256")
             if expected and rec["source_sha256"] != expected:
                 rec.update(status="content_changed", detail="source_sha256 differs from the clean table")

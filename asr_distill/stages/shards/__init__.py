@@ -1,28 +1,18 @@
 """WebDataset shards stage core (no Dagster): kept clips -> duration-bucketed, reproducible tar shards.
 
-Typical use (what the Dagster asset does)::
+Entry point (what the Dagster asset does)::
 
-    kept = read_table(lake, "<clean kept table key>")          # the clean stage's kept rows
-    summary = write_shards(kept, partition, lake, raw=raw, config=ShardConfig(),
-                           root="webdataset_shards", progress=lambda p: log.info(str(p)))
-    metadata = summary.to_dict()
-    index, shards = load_outputs(lake, partition, root)
+    summary = run_shards(raw, lake, partition, ShardConfig(), progress=lambda p: log.info(str(p)))
+    index, shards = load_outputs(lake, partition)
     problems = check_coverage(kept.column("key").to_pylist(), index) + check_buckets(index, cfg) + ...
 
-Layout and sample key rule: :mod:`asr_distill.stages.shards.layout`; order inside a bucket:
+Lake keys: :mod:`asr_distill.lake`; sample key rule: :mod:`asr_distill.stages.shards.layout`; order inside a bucket:
 :mod:`asr_distill.stages.shards.plan`; tar format: :mod:`asr_distill.stages.shards.tar`.
 """
 
 from asr_distill.stages.shards.config import DEFAULT_BUCKET_EDGES, FORMAT_VERSION, ShardConfig
 from asr_distill.stages.shards.encode import ENCODE_ERRORS, StorageAudioLoader, encode_sample
-from asr_distill.stages.shards.layout import (
-    DEFAULT_ROOT,
-    SAMPLE_KEY_RULE,
-    ShardLayout,
-    is_safe_sample_key,
-    sample_key,
-    shard_layout,
-)
+from asr_distill.stages.shards.layout import SAMPLE_KEY_RULE, is_safe_sample_key, sample_key
 from asr_distill.stages.shards.plan import (
     INPUT_COLUMNS,
     PLAN_REJECTIONS,
@@ -32,6 +22,7 @@ from asr_distill.stages.shards.plan import (
     adjacent_same_group_rate,
     plan_partition,
 )
+from asr_distill.stages.shards.run import run_shards
 from asr_distill.stages.shards.schema import SAMPLE_INDEX_SCHEMA, SHARD_TABLE_SCHEMA
 from asr_distill.stages.shards.tar import TarWriter, ustar_header
 from asr_distill.stages.shards.verify import (
@@ -46,14 +37,12 @@ from asr_distill.stages.shards.verify import (
 from asr_distill.stages.shards.writer import (
     ShardProgress,
     ShardSummary,
-    read_table,
     wids_index,
     write_shards,
 )
 
 __all__ = [
     "DEFAULT_BUCKET_EDGES",
-    "DEFAULT_ROOT",
     "ENCODE_ERRORS",
     "FORMAT_VERSION",
     "INPUT_COLUMNS",
@@ -64,7 +53,6 @@ __all__ = [
     "PartitionPlan",
     "PlannedSample",
     "ShardConfig",
-    "ShardLayout",
     "ShardPlanError",
     "ShardProgress",
     "ShardSummary",
@@ -81,9 +69,8 @@ __all__ = [
     "load_outputs",
     "plan_partition",
     "read_member",
-    "read_table",
+    "run_shards",
     "sample_key",
-    "shard_layout",
     "ustar_header",
     "wids_index",
     "write_shards",

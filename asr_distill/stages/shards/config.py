@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from asr_distill.audio.decode import RESAMPLE_QUALITIES
+from asr_distill.stages.configbase import StageConfig
 
 # Bumped whenever the bytes this stage writes change for the same inputs and settings (sample key rule,
 # JSON fields, order algorithm, tar layout). Part of the config fingerprint, so a bump rewrites shards.
@@ -31,7 +29,7 @@ def edge_label(x: float) -> str:
 
 
 @dataclass(frozen=True)
-class ShardConfig:
+class ShardConfig(StageConfig):
     """How clips become shards. Defaults and why:
 
     * ``bucket_edges``: duration buckets ``[e0, e1), [e1, e2), ..., [e_n-1, e_n]`` (the last one closed,
@@ -61,6 +59,8 @@ class ShardConfig:
     sample_rate: int = 16_000
     resample_quality: str = "HQ"
     verify_content: bool = True
+
+    _COERCE: ClassVar[dict[str, Any]] = {"bucket_edges": tuple}
 
     def __post_init__(self) -> None:
         edges = tuple(float(e) for e in self.bucket_edges)
@@ -118,27 +118,8 @@ class ShardConfig:
                 hi = mid
         return lo
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["bucket_edges"] = list(self.bucket_edges)
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShardConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ShardConfig fields: {sorted(unknown)}")
-        data = dict(data)
-        if "bucket_edges" in data:
-            data["bucket_edges"] = tuple(data["bucket_edges"])
-        return cls(**data)
-
-    def fingerprint(self) -> str:
-        """sha256 of everything that decides the shards' bytes: the settings (``verify_content`` aside),
+    def fingerprint_payload(self) -> dict[str, Any]:
+        """Everything that decides the shards' bytes: the settings (``verify_content`` aside),
         :data:`FORMAT_VERSION` and the encoder/resampler library versions."""
         d = self.to_dict()
         d.pop("verify_content")
@@ -148,4 +129,4 @@ class ShardConfig:
         d["libsndfile"] = sf.__libsndfile_version__
         d["soxr"] = soxr.__version__
         d["numpy_major"] = np.__version__.split(".")[0]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+        return d

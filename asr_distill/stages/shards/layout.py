@@ -1,4 +1,4 @@
-"""Names: sample keys inside the shards, and where every object of the stage lives in the lake.
+"""Sample keys inside the shards (the lake keys of the shards themselves live in :mod:`asr_distill.lake`).
 
 Sample key rule (``SAMPLE_KEY_RULE``), from the clip's full source key in the raw store::
 
@@ -17,13 +17,8 @@ clips has probability ~3e-8); :func:`~asr_distill.stages.shards.plan.plan_partit
 refuses a partition with a collision. Since the hash covers the partition prefix, keys are unique across
 partitions too.
 
-Lake layout (one function, :func:`shard_layout`), below ``<root>/<partition>/``::
-
-    bucket-02.0-04.0/shard-000000.tar     the shards (``bucket-<lo>-<hi>``, 6-digit sequence per bucket)
-    index.parquet                         one row per sample: member offsets and sizes (SAMPLE_INDEX_SCHEMA)
-    shards.parquet                        one row per shard: size, sha256, counts (SHARD_TABLE_SCHEMA)
-    wids.json                             wids shard index (``wids-shard-index-v1``), URLs relative to it
-    _commits/bucket-02.0-04.0/shard-000000.json   per-shard commit record (what a re-run may reuse)
+The lake keys of the stage's objects (shards, index.parquet, shards.parquet, wids.json, commit records)
+are owned by :mod:`asr_distill.lake` (:class:`~asr_distill.lake.ShardLayout`).
 """
 
 from __future__ import annotations
@@ -31,15 +26,11 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
-
-from asr_distill.storage import join_key
 
 SAMPLE_KEY_RULE = "slug48-sha256x16"
 SLUG_CHARS = 48
 HASH_CHARS = 16
 SAMPLE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,64}$")
-DEFAULT_ROOT = "webdataset_shards"
 
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 
@@ -65,51 +56,3 @@ def sample_key(source_key: str, partition: str | None = None) -> str:
 def is_safe_sample_key(key: str) -> bool:
     """Whether ``key`` is usable as a WebDataset / Hugging Face sample key (see the module docstring)."""
     return bool(SAMPLE_KEY_RE.match(key))
-
-
-@dataclass(frozen=True)
-class ShardLayout:
-    """Keys of every object the stage writes for one partition."""
-
-    root: str
-    partition: str
-
-    @property
-    def prefix(self) -> str:
-        return join_key(self.root, self.partition) + "/"
-
-    def shard_key(self, bucket_label: str, seq: int) -> str:
-        return join_key(self.root, self.partition, bucket_label, f"shard-{seq:06d}.tar")
-
-    def commit_key(self, bucket_label: str, seq: int) -> str:
-        return join_key(self.root, self.partition, "_commits", bucket_label, f"shard-{seq:06d}.json")
-
-    @property
-    def commits_prefix(self) -> str:
-        return join_key(self.root, self.partition, "_commits") + "/"
-
-    @property
-    def index_key(self) -> str:
-        return join_key(self.root, self.partition, "index.parquet")
-
-    @property
-    def shards_key(self) -> str:
-        return join_key(self.root, self.partition, "shards.parquet")
-
-    @property
-    def wids_key(self) -> str:
-        return join_key(self.root, self.partition, "wids.json")
-
-    def relative(self, key: str) -> str:
-        """``key`` relative to :attr:`prefix` (how ``wids.json`` names shards)."""
-        if not key.startswith(self.prefix):
-            raise ValueError(f"{key!r} is not below {self.prefix!r}")
-        return key[len(self.prefix) :]
-
-
-def shard_layout(partition: str, root: str = DEFAULT_ROOT) -> ShardLayout:
-    """The layout of ``partition``'s shards below ``root`` (the asset's folder in the lake)."""
-    join_key(root, partition)  # validates both
-    if "/" in partition:
-        raise ValueError(f"a partition name cannot contain '/': {partition!r}")
-    return ShardLayout(root=root.strip("/"), partition=partition)

@@ -17,18 +17,18 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import soundfile as sf
 
+from asr_distill.lake import ShardLayout, shard_layout
 from asr_distill.stages.shards.config import ShardConfig
-from asr_distill.stages.shards.layout import DEFAULT_ROOT, ShardLayout, shard_layout
 from asr_distill.stages.shards.schema import WIDS_KIND
-from asr_distill.stages.shards.writer import read_table
 from asr_distill.storage import ObjectNotFoundError, Storage
+from asr_distill.tableio import read_table
 
 Problem = dict[str, Any]
 
 
-def load_outputs(lake: Storage, partition: str, root: str = DEFAULT_ROOT) -> tuple[pa.Table, pa.Table]:
+def load_outputs(lake: Storage, partition: str) -> tuple[pa.Table, pa.Table]:
     """``(index, shards)`` tables of a partition."""
-    layout = shard_layout(partition, root)
+    layout = shard_layout(partition)
     return read_table(lake, layout.index_key), read_table(lake, layout.shards_key)
 
 

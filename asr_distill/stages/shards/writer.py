@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asr_distill.lake import ShardLayout, shard_layout
 from asr_distill.stages._procpool import Executor, OrderedPool, chunked, default_workers
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.encode import (
@@ -41,7 +42,6 @@ from asr_distill.stages.shards.encode import (
     StorageAudioLoader,
     encode_sample,
 )
-from asr_distill.stages.shards.layout import DEFAULT_ROOT, ShardLayout, shard_layout
 from asr_distill.stages.shards.plan import BucketPlan, PlannedSample, plan_partition
 from asr_distill.stages.shards.schema import (
     COMMIT_KIND,
@@ -56,6 +56,7 @@ from asr_distill.stages.shards.schema import (
 )
 from asr_distill.stages.shards.tar import TarWriter
 from asr_distill.storage import ObjectNotFoundError, Storage, StorageError
+from asr_distill.tableio import object_sha256
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -134,11 +135,34 @@ class ShardSummary:
     written_keys: list[str] = field(default_factory=list)  # shards (re)written by this run
     buckets: dict[str, BucketStats] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    input_rows: int = 0  # kept rows given to the stage
 
     @property
     def ok(self) -> bool:
         """Every kept row is in a shard."""
         return not self.rejected and not self.failed
+
+    @property
+    def failed_samples(self) -> int:
+        return len(self.failed) + len(self.rejected)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Rows not in a shard, per plan rejection or failure reason."""
+        return dict(
+            collections.Counter(r for _, r in self.rejected)
+            + collections.Counter(r for _, r, _ in self.failed)
+        )
+
+    @property
+    def mb_per_s(self) -> float:
+        el = self.elapsed_s
+        return round(self.bytes_written / 1e6 / el, 3) if el > 0 else 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        el = self.elapsed_s
+        return round(self.audio_s_encoded / el, 1) if el > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         el = self.elapsed_s
@@ -157,15 +181,12 @@ class ShardSummary:
             "stale_deleted": self.stale_deleted,
             "rejected": len(self.rejected),
             "failed": len(self.failed),
-            "reasons": dict(
-                collections.Counter(r for _, r in self.rejected)
-                + collections.Counter(r for _, r, _ in self.failed)
-            ),
+            "reasons": self.reasons,
             "failed_examples": [list(f) for f in self.failed[:20]],
             "buckets": {k: v.to_dict() for k, v in self.buckets.items()},
             "elapsed_s": round(el, 3),
-            "mb_per_s": round(self.bytes_written / 1e6 / el, 3) if el > 0 else 0.0,
-            "realtime_factor": round(self.audio_s_encoded / el, 1) if el > 0 else 0.0,
+            "mb_per_s": self.mb_per_s,
+            "realtime_factor": self.realtime_factor,
         }
 
 
@@ -243,15 +264,6 @@ class _ShardRecord:
         ):
             raise ValueError("inconsistent commit record")
         return str(doc["config_fingerprint"]), rec
-
-
-def object_sha256(store: Storage, key: str) -> str:
-    """sha256 of an object, streamed."""
-    h = hashlib.sha256()
-    with store.open_read(key) as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_commit(lake: Storage, key: str) -> tuple[str, _ShardRecord] | None:
@@ -513,11 +525,11 @@ def write_shards(
     raw: Storage | None = None,
     loader: AudioLoader | None = None,
     config: ShardConfig | None = None,
-    root: str = DEFAULT_ROOT,
     workers: int | None = None,
     executor: Executor = "process",
     chunk_size: int = 4,
     verify_existing: bool = True,
+    reuse: bool = True,
     progress: Callable[[ShardProgress], None] | None = None,
     progress_every_s: float = 10.0,
 ) -> ShardSummary:
@@ -527,7 +539,7 @@ def write_shards(
     :data:`~asr_distill.stages.shards.plan.INPUT_COLUMNS`). Audio comes from ``loader(key)`` (16 kHz
     mono float32; must be picklable for ``executor="process"``) or, by default, is decoded from ``raw``
     with the config's sample rate and resampling quality. ``verify_existing`` re-hashes a committed
-    shard before reusing it (else its size is trusted). A clip that cannot be written is reported in
+    shard before reusing it (else its size is trusted); ``reuse=False`` rewrites every shard. A clip that cannot be written is reported in
     ``summary.failed``, never raised; :class:`~asr_distill.stages.shards.plan.ShardPlanError` is raised
     for input that cannot be planned.
     """
@@ -537,7 +549,7 @@ def write_shards(
             raise ValueError("give either raw (the store holding the audio) or loader")
         loader = StorageAudioLoader(raw, cfg.sample_rate, cfg.resample_quality)
     n_workers = workers or default_workers()
-    layout = shard_layout(partition, root)
+    layout = shard_layout(partition)
     fp = cfg.fingerprint()
     start = time.monotonic()
     summary = ShardSummary(partition=partition, config_fingerprint=fp, layout_prefix=layout.prefix)
@@ -546,7 +558,9 @@ def write_shards(
     summary.rejected = list(plan.rejected)
     summary.planned = plan.n_samples
 
-    reused = {b.index: _reusable(lake, layout, b, fp, cfg, verify_existing) for b in plan.buckets}
+    reused = {
+        b.index: _reusable(lake, layout, b, fp, cfg, verify_existing) if reuse else [] for b in plan.buckets
+    }
     todo: dict[int, list[PlannedSample]] = {}
     for b in plan.buckets:
         skip = sum(reused[b.index])
@@ -643,15 +657,3 @@ def write_shards(
     summary.elapsed_s = time.monotonic() - start
     report(force=True)
     return summary
-
-
-# -- reading back -------------------------------------------------------------------------------------
-def read_table(lake: Storage, key: str) -> pa.Table:
-    """A Parquet object of the lake as a table."""
-    try:
-        with lake.local_copy(key, suffix=".parquet") as path:
-            return pq.read_table(path)
-    except ObjectNotFoundError:
-        raise
-    except OSError as exc:  # pragma: no cover
-        raise StorageError(f"cannot read {lake.url(key)}: {exc}") from exc

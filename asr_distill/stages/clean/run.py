@@ -1,0 +1,77 @@
+"""The clean stage's entry point: :func:`run_clean` cleans one partition's index into its two tables."""
+
+from __future__ import annotations
+
+from asr_distill import lake as layout
+from asr_distill.stages._procpool import Executor
+from asr_distill.stages.clean.config import CleanConfig
+from asr_distill.stages.clean.core import load_known_hashes, read_index_rows
+from asr_distill.stages.clean.writer import CleanSummary, clean_to_tables, reusable_clean
+from asr_distill.stages.progress import ProgressFn, Reporter
+from asr_distill.storage import Storage
+from asr_distill.tableio import object_sha256
+
+
+def run_clean(
+    raw: Storage,
+    lake: Storage,
+    partition: str,
+    config: CleanConfig | None = None,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    workers: int | None = None,
+    executor: Executor = "process",
+    cross_partition_dedup: bool = True,
+) -> CleanSummary:
+    """Decode, measure and keep or quarantine every clip of ``partition``'s ``audio_index``.
+
+    With ``cross_partition_dedup`` (and ``config.dedup``), clips whose content equals a clip kept by a
+    partition cleaned before (any other ``cleaned_audio`` kept table in the lake, also ones written
+    earlier in the same run) are quarantined as duplicates. The existing tables are kept when the index
+    file, the rules and the relevant known duplicates are unchanged (``summary.reused``), unless ``force``.
+    """
+    cfg = config or CleanConfig()
+    say = Reporter("clean", partition, progress)
+    kept_key, quarantine_key = layout.cleaned_kept_key(partition), layout.cleaned_quarantine_key(partition)
+    index_key = layout.audio_index_key(partition)
+    others: list[str] = []
+    if cross_partition_dedup and cfg.dedup:
+        others = [k for k in layout.table_keys("cleaned", lake, None) if k != kept_key]
+    known = load_known_hashes(lake, others)
+    index_sha256 = object_sha256(lake, index_key)
+    reused = None
+    if not force:
+        reused = reusable_clean(
+            lake,
+            kept_key=kept_key,
+            quarantine_key=quarantine_key,
+            index_sha256=index_sha256,
+            config=cfg,
+            known_hashes=known,
+        )
+    if reused is not None:
+        summary = reused
+        summary.reused = True
+        say(
+            f"{partition}: index, rules and known duplicates unchanged since the last clean "
+            f"({summary.total} clips); not decoded again"
+        )
+    else:
+        say(f"{partition}: cleaning; {len(known)} hashes known from {len(others)} other partitions")
+        summary = clean_to_tables(
+            read_index_rows(lake, index_key),
+            raw,
+            lake,
+            kept_key=kept_key,
+            quarantine_key=quarantine_key,
+            config=cfg,
+            known_hashes=known,
+            workers=workers,
+            executor=executor,
+            progress=lambda p: say(str(p), done=p.done, elapsed_s=p.elapsed_s),
+            index_sha256=index_sha256,
+        )
+    summary.known_hashes = len(known)
+    say(summary.funnel_text())
+    return summary

@@ -1,0 +1,49 @@
+"""The shards stage's entry point: :func:`run_shards` writes one partition's kept clips into shards."""
+
+from __future__ import annotations
+
+from asr_distill import lake as layout
+from asr_distill.stages._procpool import Executor
+from asr_distill.stages.progress import ProgressFn, Reporter
+from asr_distill.stages.shards.config import ShardConfig
+from asr_distill.stages.shards.writer import ShardSummary, write_shards
+from asr_distill.storage import Storage
+from asr_distill.tableio import read_table
+
+
+def run_shards(
+    raw: Storage,
+    lake: Storage,
+    partition: str,
+    config: ShardConfig | None = None,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    workers: int | None = None,
+    executor: Executor = "process",
+) -> ShardSummary:
+    """Shard the clean stage's kept clips of ``partition`` (audio decoded again from ``raw``).
+
+    Shards a previous run committed are reused while they match the plan (same config fingerprint, same
+    samples, same size and sha256); ``force`` rewrites every shard.
+    """
+    say = Reporter("shards", partition, progress)
+    kept = read_table(lake, layout.cleaned_kept_key(partition))
+    say(f"{partition}: sharding {kept.num_rows} kept clips")
+    s = write_shards(
+        kept,
+        partition,
+        lake,
+        raw=raw,
+        config=config,
+        workers=workers,
+        executor=executor,
+        reuse=not force,
+        progress=lambda p: say(str(p), done=p.done, total=p.total, elapsed_s=p.elapsed_s),
+    )
+    s.input_rows = kept.num_rows
+    say(
+        f"{partition}: {s.samples} samples in {s.shards} shards ({s.shards_written} written, "
+        f"{s.shards_reused} reused), {s.bytes_written / 1e6:.1f} MB written in {s.elapsed_s:.1f}s"
+    )
+    return s
