@@ -159,7 +159,7 @@ HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "tra
     not HAVE_TORCH, reason="torch and transformers are not installed (make test-vllm has them)"
 )
 def test_transformers_transcribes_like_faster_whisper(src: Path, converted: Path) -> None:
-    from asr_distill.teachers.hf_parity import compare
+    from asr_distill.hf_parity import compare
     from tests.labels_material import SENTENCES, espeak
 
     clips = [(f"s{i}", espeak(text)) for i, text in enumerate(SENTENCES)]

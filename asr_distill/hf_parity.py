@@ -8,7 +8,7 @@ float32 so the comparison measures the conversion, not int8 quantisation.
 
 Needs torch and transformers (the separate vLLM environment; never the runtime install)::
 
-    python -m asr_distill.teachers.hf_parity --src CT2_DIR --hf HF_DIR --audio DIR [--limit N] [--json OUT]
+    python -m asr_distill.hf_parity --src CT2_DIR --hf HF_DIR --audio DIR [--limit N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def load_clips(root: Path, limit: int | None = None) -> tuple[list[tuple[str, np
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m asr_distill.teachers.hf_parity")
+    ap = argparse.ArgumentParser(prog="python -m asr_distill.hf_parity")
     ap.add_argument("--src", required=True, help="CTranslate2 Whisper directory")
     ap.add_argument("--hf", required=True, help="converted Hugging Face directory")
     ap.add_argument("--audio", required=True, help="directory of audio files (searched recursively)")
