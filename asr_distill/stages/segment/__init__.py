@@ -5,7 +5,7 @@
 * :mod:`.core`: :func:`~.core.run_segment`, the stage's entry point, and :class:`~.core.SegmentSummary`.
 * :mod:`.recording`: the work on one recording (runs in the process pool's workers).
 * :mod:`.config`: :class:`~.config.SegmentStageConfig` and the segmentation fingerprint.
-* :mod:`.layout`: every lake key and name (segment keys, tar keys, member names).
+* :mod:`.layout`: names inside the outputs (segment keys, recording names, member names); lake keys are :mod:`asr_distill.lake`'s.
 * :mod:`.schema`, :mod:`.tables`: the two tables' columns and their I/O.
-* :mod:`.progress`: progress events; :mod:`.verify`: the blocking checks.
+* progress events are :mod:`asr_distill.stages.progress`'s; :mod:`.verify`: the blocking checks.
 """
