@@ -5,7 +5,8 @@
 * :mod:`.core`: :func:`~.core.run_segment`, the stage's entry point, and :class:`~.core.SegmentSummary`.
 * :mod:`.recording`: the work on one recording (runs in the process pool's workers).
 * :mod:`.config`: :class:`~.config.SegmentStageConfig` and the segmentation fingerprint.
-* :mod:`.layout`: names inside the outputs (segment keys, recording names, member names); lake keys are :mod:`asr_distill.lake`'s.
+* :mod:`.layout`: names inside the outputs (segment keys, recording names, member names); every
+  lake key is :mod:`asr_distill.lake`'s.
 * :mod:`.schema`, :mod:`.tables`: the two tables' columns and their I/O.
 * progress events are :mod:`asr_distill.stages.progress`'s; :mod:`.verify`: the blocking checks.
 """

@@ -23,9 +23,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asr_distill import lake as lake_layout
 from asr_distill.audio.vad import load_model_bytes
 from asr_distill.stages._procpool import OrderedPool, default_workers
-from asr_distill import lake as lake_layout
+from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.stages.segment import layout
 from asr_distill.stages.segment.config import Fingerprint, SegmentStageConfig, fingerprint
 from asr_distill.stages.segment.recording import (
@@ -38,7 +39,6 @@ from asr_distill.stages.segment.recording import (
 )
 from asr_distill.stages.segment.schema import SEGMENT_REASONS, STATUSES
 from asr_distill.stages.segment.tables import open_tables, previous_tables
-from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.storage import Storage
 from asr_distill.tableio import read_table
 
