@@ -338,3 +338,31 @@ def test_config_round_trips_and_validates() -> None:
     assert fingerprint(SegmentStageConfig(workers=1, block_s=5.0, executor="thread")) == base
     assert fingerprint(SegmentStageConfig(segment=SegmentConfig(threshold=0.6))).value != base.value
     assert fingerprint(SegmentStageConfig(clean=CleanConfig(min_rms_dbfs=-50))).value != base.value
+
+
+def test_reads_the_clean_long_form_table_and_an_empty_one_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``long_form_rows`` the core reads ``cleaned_audio/<p>/long_form.parquet`` itself; with no
+    row there, it writes two empty tables without loading the VAD model or starting a worker pool."""
+    import pyarrow as pa
+
+    from asr_distill.stages import _procpool
+    from asr_distill.stages.clean.schema import CLEAN_SCHEMA
+    from asr_distill.stages.segment import core
+
+    lake, raw = LocalStorage(tmp_path / "lake"), LocalStorage(tmp_path / "raw")
+    with pytest.raises(Exception, match="long_form"):  # not cleaned yet: a clear missing-object error
+        run_segment(raw, lake, "p", CFG)
+    with lake.staged_file(L.cleaned_long_form_key("p"), suffix=".parquet") as path:
+        pq.write_table(pa.Table.from_pylist([], schema=CLEAN_SCHEMA), path)
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("must not be called for a partition without long recordings")
+
+    monkeypatch.setattr(core, "load_model_bytes", refuse)
+    monkeypatch.setattr(_procpool.OrderedPool, "_new_pool", refuse)
+    summary = run_segment(raw, lake, "p", CFG)
+    assert summary.recordings == 0 and summary.segmented == 0
+    assert read_recordings(lake, "p") == [] and list(iter_segments(lake, "p")) == []
+    assert verify_partition(lake, "p").ok
