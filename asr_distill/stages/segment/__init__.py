@@ -10,3 +10,8 @@
 * :mod:`.schema`, :mod:`.tables`: the two tables' columns and their I/O.
 * progress events are :mod:`asr_distill.stages.progress`'s; :mod:`.verify`: the blocking checks.
 """
+
+from asr_distill.stages.segment.config import SegmentStageConfig
+from asr_distill.stages.segment.core import SegmentSummary, read_long_form_rows, run_segment
+
+__all__ = ["SegmentStageConfig", "SegmentSummary", "read_long_form_rows", "run_segment"]
