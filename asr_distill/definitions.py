@@ -11,6 +11,7 @@ from asr_distill.jobs import (
     index_job,
     labels_job,
     manifests_job,
+    segment_job,
     shards_job,
 )
 from asr_distill.recovery import run_reaper_sensor, with_run_recovery
@@ -47,6 +48,7 @@ def build_definitions(raw: str | None = None, lake: str | None = None) -> dg.Def
             cpu_stages_job,
             index_job,
             clean_job,
+            segment_job,
             shards_job,
             labels_job,
             manifests_job,

@@ -10,6 +10,10 @@ same key functions).
     audio_index/<p>/audio_index.parquet                 one row per raw audio object
     cleaned_audio/<p>/kept.parquet                      kept clips (+ the run's inputs and summary)
     cleaned_audio/<p>/quarantine.parquet                quarantined clips with their reasons
+    cleaned_audio/<p>/long_form.parquet                 recordings > 30 s (<= 12 h), to be segmented
+    segmented_audio/<p>/recordings.parquet              one row per long-form recording (status, counts)
+    segmented_audio/<p>/segments.parquet                one row per segment, kept or quarantined
+    segmented_audio/<p>/tars/<recording name>.tar       a recording's kept segments as FLAC members
     webdataset_shards/<p>/bucket-02.0-04.0/shard-000000.tar   the shards (6-digit sequence per bucket)
     webdataset_shards/<p>/index.parquet                 one row per sample: member offsets and sizes
     webdataset_shards/<p>/shards.parquet                one row per shard: size, sha256, counts
@@ -81,9 +85,9 @@ def audio_index_key(partition: str) -> str:
 register_table(AUDIO_INDEX, _single_file(AUDIO_INDEX, _AUDIO_INDEX_FILE))
 
 
-# -- cleaned audio (kept + quarantine) ----------------------------------------------------
+# -- cleaned audio (kept + long form + quarantine) ----------------------------------------------
 CLEANED = "cleaned_audio"
-_KEPT_FILE, _QUARANTINE_FILE = "kept.parquet", "quarantine.parquet"
+_KEPT_FILE, _QUARANTINE_FILE, _LONG_FORM_FILE = "kept.parquet", "quarantine.parquet", "long_form.parquet"
 
 
 def cleaned_kept_key(partition: str) -> str:
@@ -94,8 +98,50 @@ def cleaned_quarantine_key(partition: str) -> str:
     return join_key(CLEANED, partition, _QUARANTINE_FILE)
 
 
+def cleaned_long_form_key(partition: str) -> str:
+    return join_key(CLEANED, partition, _LONG_FORM_FILE)
+
+
 register_table("cleaned", _single_file(CLEANED, _KEPT_FILE))
 register_table("quarantine", _single_file(CLEANED, _QUARANTINE_FILE))
+register_table("long_form", _single_file(CLEANED, _LONG_FORM_FILE))
+
+
+# -- segmented audio (long-form recordings cut into <= 30 s segments) ---------------------------------
+SEGMENTED = "segmented_audio"
+_RECORDINGS_FILE, _SEGMENTS_FILE = "recordings.parquet", "segments.parquet"
+
+
+def _partition_part(partition: str) -> str:
+    if "/" in partition:
+        raise ValueError(f"a partition name cannot contain '/': {partition!r}")
+    return partition
+
+
+def segmented_prefix(partition: str) -> str:
+    return join_key(SEGMENTED, _partition_part(partition)) + "/"
+
+
+def segmented_recordings_key(partition: str) -> str:
+    return join_key(SEGMENTED, _partition_part(partition), _RECORDINGS_FILE)
+
+
+def segmented_segments_key(partition: str) -> str:
+    return join_key(SEGMENTED, _partition_part(partition), _SEGMENTS_FILE)
+
+
+def segmented_tars_prefix(partition: str) -> str:
+    return join_key(SEGMENTED, _partition_part(partition), "tars") + "/"
+
+
+def segmented_tar_key(partition: str, recording_name: str) -> str:
+    """The tar of one recording's kept segments; ``recording_name`` is the segment stage's safe name
+    of the recording (:func:`asr_distill.stages.segment.layout.recording_name`)."""
+    return join_key(SEGMENTED, _partition_part(partition), "tars", recording_name + ".tar")
+
+
+register_table("segment_recordings", _single_file(SEGMENTED, _RECORDINGS_FILE))
+register_table("segments", _single_file(SEGMENTED, _SEGMENTS_FILE))
 
 
 # -- WebDataset shards --------------------------------------------------------------------

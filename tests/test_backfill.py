@@ -29,7 +29,7 @@ from dagster._daemon.backfill import execute_backfill_iteration
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from asr_distill import lake as layout
-from asr_distill.assets import audio_index, cleaned_audio, raw_audio, webdataset_shards
+from asr_distill.assets import audio_index, cleaned_audio, raw_audio, segmented_audio, webdataset_shards
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
 from asr_distill.storage import LocalStorage
@@ -103,7 +103,7 @@ def test_backfill_of_three_partitions(demo_corpus, tmp_path):
         instance.add_dynamic_partitions(
             raw_prefix_partitions.name, sorted({e.prefix for e in report.entries})
         )
-        cpu_assets = [audio_index, cleaned_audio, webdataset_shards]
+        cpu_assets = [audio_index, cleaned_audio, segmented_audio, webdataset_shards]
         backfill_id = _launch_backfill(workspace, [a.key.path[-1] for a in cpu_assets], PARTITIONS)
         logger = logging.getLogger("test_backfill")
         for _ in range(10):
@@ -137,12 +137,14 @@ def test_backfill_of_three_partitions(demo_corpus, tmp_path):
             )
             clean_md = by_partition["cleaned_audio", partition]
             assert clean_md["input_rows"].value == n_audio[partition]
-            assert clean_md["kept"].value + clean_md["quarantined"].value == n_audio[partition]
+            routed = clean_md["kept"].value + clean_md["long_form"].value + clean_md["quarantined"].value
+            assert routed == n_audio[partition]
+            assert by_partition["segmented_audio", partition]["recordings"].value == clean_md["long_form"].value
             assert by_partition["webdataset_shards", partition]["samples"].value == clean_md["kept"].value
         assert by_partition["cleaned_audio", "broken"]["quarantined"].value > 0
         assert not lake.exists(layout.audio_index_key("en_read"))  # not part of the backfill
 
-        # Every check of the three assets ran once over the whole range, and passed.
+        # Every check of the four assets ran once over the whole range, and passed.
         evaluations = [
             record.dagster_event.event_specific_data
             for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)

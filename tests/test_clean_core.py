@@ -224,7 +224,13 @@ def test_too_short_and_too_long(raw: LocalStorage, speech: tuple[np.ndarray, int
     long_x = np.tile(x, int(31 * rate / len(x)) + 1)[: 31 * rate]
     _put(raw, "long.flac", long_x, rate)
     assert _clean_one(raw, _row("short.wav"))["reasons"] == ["too_short"]
-    assert _clean_one(raw, _row("long.flac"))["reasons"] == ["too_long"]
+    # 31 s: a long-form recording (no reason; the driver routes it to long_form.parquet) ...
+    long_row = _clean_one(raw, _row("long.flac"))
+    assert long_row["reasons"] == [] and long_row["decoded_duration_s"] > 30
+    assert not long_row["keep"] and "long_form" in long_row["flags"]
+    # ... unless it is longer than max_recording_s
+    capped = CleanConfig(max_duration_s=10, max_recording_s=20)
+    assert _clean_one(raw, _row("long.flac"), capped)["reasons"] == ["too_long"]
     relaxed = CleanConfig(min_duration_s=0.1, max_duration_s=40)
     assert _clean_one(raw, _row("short.wav"), relaxed)["keep"]
     assert _clean_one(raw, _row("long.flac"), relaxed)["keep"]
@@ -404,6 +410,64 @@ def test_duplicates_across_partitions(
     rerun = clean_partition([_row("p1/x.wav", "p1")], raw, CFG, known_hashes=known, executor="inline")
     again = [r for b in rerun for r in b]
     assert again[0]["keep"]
+
+
+def test_long_form_table_accounting_reuse_and_cross_partition_duplicates(
+    tmp_path: Path, raw: LocalStorage, speech: tuple[np.ndarray, int]
+) -> None:
+    """Readable recordings over max_duration_s go to long_form.parquet: kept + long_form + quarantined =
+    input; reuse covers the third table; a long recording another partition passed is a duplicate."""
+    from asr_distill import lake as L
+    from asr_distill.stages.clean import run_clean
+
+    x, rate = speech
+    long_x = np.tile(x, int(35 * rate / len(x)) + 1)[: 35 * rate]
+    lake = LocalStorage(tmp_path / "lake")
+    _put(raw, "p1/short.wav", x, rate)
+    _put(raw, "p1/long.flac", long_x, rate)
+    _put(raw, "p1/long_silent.wav", np.zeros(35 * rate, np.float32), rate)
+    _put(raw, "p2/long_copy.flac", long_x, rate)
+    tables = {}
+    for p, keys in (("p1", ["short.wav", "long.flac", "long_silent.wav"]), ("p2", ["long_copy.flac"])):
+        rows = pa_table([_row(f"{p}/{k}", p) for k in keys])
+        with lake.staged_file(L.audio_index_key(p), suffix=".parquet") as path:
+            pq.write_table(rows, path)
+        s = run_clean(raw, lake, p, CFG, executor="inline")
+        assert s.kept + s.long_form + s.quarantined == s.total == len(keys)
+        tables[p] = {
+            name: pq.read_table(lake.local_path(key)).to_pylist()
+            for name, key in (
+                ("kept", L.cleaned_kept_key(p)),
+                ("long_form", L.cleaned_long_form_key(p)),
+                ("quarantine", L.cleaned_quarantine_key(p)),
+            )
+        }
+        tables[p]["summary"] = s
+    p1 = tables["p1"]
+    assert [r["key"] for r in p1["kept"]] == ["p1/short.wav"]
+    assert [r["key"] for r in p1["long_form"]] == ["p1/long.flac"]
+    assert p1["long_form"][0]["flags"] == ["no_reference_text", "long_form"]
+    assert [(r["key"], r["reasons"]) for r in p1["quarantine"]] == [("p1/long_silent.wav", ["silent"])]
+    assert p1["summary"].long_form == 1 and p1["summary"].long_form_hours > 0
+    # the same long recording in p2: a duplicate of p1's long-form recording
+    assert tables["p2"]["long_form"] == [] and tables["p2"]["kept"] == []
+    [dup] = tables["p2"]["quarantine"]
+    assert dup["reasons"] == ["duplicate"] and dup["duplicate_of"] == "p1/long.flac"
+    # reuse: same inputs -> reused; the long-form table missing -> cleaned again
+    assert run_clean(raw, lake, "p1", CFG, executor="inline").reused
+    lake.delete(L.cleaned_long_form_key("p1"))
+    again = run_clean(raw, lake, "p1", CFG, executor="inline")
+    assert not again.reused and again.long_form == 1 and lake.exists(L.cleaned_long_form_key("p1"))
+    # a changed max_recording_s is another rule set: cleaned again, now too_long
+    capped = run_clean(raw, lake, "p1", CleanConfig(max_recording_s=31.0), executor="inline")
+    assert not capped.reused and capped.long_form == 0 and capped.funnel["too_long"] == 1
+
+
+def pa_table(rows: list[dict[str, Any]]) -> Any:
+    full = [{name: r.get(name) for name in AUDIO_INDEX_SCHEMA.names} for r in rows]
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(full, schema=AUDIO_INDEX_SCHEMA)
 
 
 def test_rows_must_be_sorted(raw: LocalStorage) -> None:
@@ -592,7 +656,7 @@ def test_demo_corpus_broken_clips_get_the_expected_reasons(demo_corpus: Any) -> 
         "digital_silence": {"silent"},
         "non_finite": {"non_finite"},
         "truncated_mp3": {"truncated"},
-        "too_long": {"too_long"},
+        "too_long": set(),  # 45 s: long-form, no reason
     }
     by_key = report.by_key()
     checked = 0
@@ -601,7 +665,9 @@ def test_demo_corpus_broken_clips_get_the_expected_reasons(demo_corpus: Any) -> 
         for batch in clean_partition(sorted(rows, key=lambda r: r["key"]), store, CFG, workers=2):
             for out in batch:
                 entry = by_key[out["key"]]
-                if entry.outcome == "ok":
+                if entry.outcome == "too_long":
+                    assert not out["keep"] and not out["reasons"] and "long_form" in out["flags"], out
+                elif entry.outcome == "ok":
                     assert out["keep"], (out["key"], out["reasons"], out["decode_detail"])
                 else:
                     assert expected[entry.outcome] <= set(out["reasons"]), (entry.outcome, out["reasons"])

@@ -23,8 +23,9 @@ EXPECTED_REASON = {
     "truncated_mp3": "truncated",
     "non_finite": "non_finite",
     "digital_silence": "silent",
-    "too_long": "too_long",
 }
+# Clips the clean stage routes to long_form.parquet (readable, over 30 s, at most 12 h).
+LONG_FORM = {"too_long"}
 
 
 def _run(
@@ -55,35 +56,51 @@ def test_clean_broken_partition_accounts_for_every_row(demo_corpus, lake, instan
     assert len(blocking_clean) >= 8 and all(checks[n] for n in blocking_clean), checks
     kept = pq.read_table(lake.local_path(layout.cleaned_kept_key("broken"))).to_pylist()
     quarantined = pq.read_table(lake.local_path(layout.cleaned_quarantine_key("broken"))).to_pylist()
+    long_form = pq.read_table(lake.local_path(layout.cleaned_long_form_key("broken"))).to_pylist()
     index_rows = pq.read_metadata(lake.local_path(layout.audio_index_key("broken"))).num_rows
-    assert len(kept) + len(quarantined) == index_rows
+    assert len(kept) + len(long_form) + len(quarantined) == index_rows
+    assert long_form and all(r["flags"][-1] == "long_form" and not r["reasons"] for r in long_form)
     assert not {r["key"] for r in kept} & {r["key"] for r in quarantined}
     reasons = {r["key"]: r["reasons"] for r in quarantined}
     for entry in report.entries:
         if entry.prefix != "broken" or entry.kind != "audio":
             continue
-        if entry.outcome in EXPECTED_REASON:
-            assert EXPECTED_REASON[entry.outcome] in reasons.get(entry.key, []), (entry.key, entry.outcome, reasons.get(entry.key))
+        if entry.outcome in LONG_FORM:
+            assert entry.key in {r["key"] for r in long_form}, (entry.key, reasons.get(entry.key))
+        elif entry.outcome in EXPECTED_REASON:
+            assert EXPECTED_REASON[entry.outcome] in reasons.get(entry.key, []), (
+                entry.key,
+                entry.outcome,
+                reasons.get(entry.key),
+            )
         else:
             assert entry.key in {r["key"] for r in kept}, (entry.key, entry.outcome, reasons.get(entry.key))
     md = result.asset_materializations_for_node("cleaned_audio")[0].metadata
     assert md["kept"].value == len(kept) and md["quarantined"].value == len(quarantined)
+    assert md["long_form"].value == len(long_form)
     assert "truncated" in md["drop_funnel"].value
     assert md["reused_previous_clean"].value is False
 
     # Finished work is not redone: same index, rules and duplicates -> the tables are reused as they are.
-    keys = (layout.cleaned_kept_key("broken"), layout.cleaned_quarantine_key("broken"))
+    keys = (
+        layout.cleaned_kept_key("broken"),
+        layout.cleaned_quarantine_key("broken"),
+        layout.cleaned_long_form_key("broken"),
+    )
     before = {k: lake.read_bytes(k) for k in keys}
     again = _run(instance, store, lake, "broken", checks=False)
     md_again = again.asset_materializations_for_node("cleaned_audio")[0].metadata
     assert md_again["reused_previous_clean"].value is True
     assert {k: lake.read_bytes(k) for k in keys} == before
-    for name in ("kept", "quarantined", "drop_funnel", "duration_histogram", "rms_histogram"):
+    for name in ("kept", "long_form", "quarantined", "drop_funnel", "duration_histogram", "rms_histogram"):
         assert md_again[name] == md[name], name
     # Other rules -> cleaned again.
     stricter = dg.RunConfig(ops={"cleaned_audio": CleanedAudioConfig(rules={"min_duration_s": 1.5})})
     changed = _run(instance, store, lake, "broken", checks=False, run_config=stricter)
-    assert changed.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value is False
+    assert (
+        changed.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
+        is False
+    )
 
 
 def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_corpus, tmp_path, instance):
@@ -106,13 +123,16 @@ def test_clean_speech_partition_keeps_speech_and_dedups_across_partitions(demo_c
     assert all(r["reasons"] == ["duplicate"] and r["duplicate_of_partition"] == "en_read" for r in q)
 
     def reused(result: dg.ExecuteInProcessResult) -> bool:
-        return result.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
+        return (
+            result.asset_materializations_for_node("cleaned_audio")[0].metadata["reused_previous_clean"].value
+        )
 
     # A re-run reuses both partitions (en_read's dependency on "copy" is nil: copy kept nothing of it).
     assert reused(_run(instance, raw, lake, "copy", checks=False))
     assert reused(_run(instance, raw, lake, "en_read", checks=False))
     # The clips "copy" duplicated are gone from the lake: "copy" is cleaned again and keeps them.
     lake.delete(layout.cleaned_kept_key("en_read"))
+    lake.delete(layout.cleaned_long_form_key("en_read"))
     lake.delete(layout.cleaned_quarantine_key("en_read"))
     assert not reused(again := _run(instance, raw, lake, "copy", checks=False))
     assert again.asset_materializations_for_node("cleaned_audio")[0].metadata["kept"].value == len(originals)

@@ -104,6 +104,6 @@ def test_every_check_attaches_to_a_lineage_asset_and_groups_read_as_the_pipeline
         groups.setdefault(asset["group"], []).append(key)
     # Two groups in lineage order: the global graph shows ingest -> distill, not one box per asset.
     assert groups == {
-        "ingest": ["audio_index", "cleaned_audio", "raw_audio", "webdataset_shards"],
+        "ingest": ["audio_index", "cleaned_audio", "raw_audio", "segmented_audio", "webdataset_shards"],
         "distill": ["teacher_labels", "training_manifests"],
     }

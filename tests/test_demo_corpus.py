@@ -21,6 +21,7 @@ import soundfile as sf
 import asr_distill.demo.corpus as corpus_module
 from asr_distill.demo import BROKEN_KINDS, FORMATS, SIDECAR_OUTCOMES, CorpusReport, generate_corpus
 from asr_distill.demo.corpus import make_text, number_words, set_ogg_serial
+from asr_distill.demo.longform import write_longform_prefix
 from asr_distill.storage import LocalStorage, Storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -332,10 +333,29 @@ def test_cli_writes_the_same_bytes_in_a_new_process(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert str(out) in proc.stdout and "en_read/" in proc.stdout and "broken/" in proc.stdout
-    assert "total audio" in proc.stdout
+    assert "total audio" in proc.stdout and "longform/: 4 long recordings" in proc.stdout
     written = _sha_of_store(LocalStorage(out))
     assert written and not any(k.endswith("_SUCCESS") for k in written)
-    assert {k.split("/")[0] for k in written} == {"en_read", "broken"}
+    assert {k.split("/")[0] for k in written} == {"en_read", "broken", "longform"}
+    # the long-form prefix: four recordings over 30 s, their whole-recording transcripts, one short
+    # clip; the same bytes as written in this process
+    longform = {k: v for k, v in written.items() if k.startswith("longform/")}
+    assert sorted(longform) == [
+        "longform/dialogue.flac",
+        "longform/dialogue.txt",
+        "longform/intro_clip.wav",
+        "longform/just_over_30s.flac",
+        "longform/just_over_30s.txt",
+        "longform/monologue.txt",
+        "longform/monologue.wav",
+        "longform/noise_only.wav",
+    ]
+    here = LocalStorage(tmp_path / "lf_here")
+    truths = write_longform_prefix(here, 0, marker=False)
+    assert _sha_of_store(here) == longform
+    assert all(t.duration_s > 30 for t in truths)
+    assert sum(t.duration_s for t in truths) < 240  # small: make demo and CI stay fast
+    written = {k: v for k, v in written.items() if not k.startswith("longform/")}
     # a separate process, later in time: every encoder (Ogg serial, PEAK stamp, MP3, M4A) is reproducible
     expected = {e.key: e.sha256 for e in report.entries}
     assert {k: expected[k] for k in written} == written

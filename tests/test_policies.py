@@ -12,12 +12,18 @@ from tests.helpers import register_partitions, stage_resources
 
 def test_stage_assets_retry_and_checks_do_not():
     stages = [a for a in ALL_ASSETS if isinstance(a, dg.AssetsDefinition) and a.is_executable]
-    assert {a.key.to_user_string() for a in stages} >= {"audio_index", "cleaned_audio", "webdataset_shards"}
+    assert {a.key.to_user_string() for a in stages} >= {
+        "audio_index",
+        "cleaned_audio",
+        "segmented_audio",
+        "webdataset_shards",
+    }
     for asset in stages:
         assert asset.op.retry_policy == IO_RETRY
         expected = {
             "audio_index": CPU_BACKFILL,
             "cleaned_audio": CPU_BACKFILL,
+            "segmented_audio": CPU_BACKFILL,
             "webdataset_shards": CPU_BACKFILL,
             "teacher_labels": None,  # Dagster's default: one run per partition, tagged dagster/partition
             "training_manifests": None,  # not partitioned
@@ -32,7 +38,10 @@ def test_stage_assets_retry_and_checks_do_not():
 def test_permanent_storage_error_fails_without_retry(tmp_path, instance):
     register_partitions(instance, ["p"])
     result = dg.materialize(
-        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
+        ALL_ASSETS + ALL_CHECKS,
+        selection=[audio_index],
+        partition_key="p",
+        instance=instance,
         raise_on_error=False,
         resources=stage_resources(str(tmp_path / "missing"), str(tmp_path / "l")),
     )
@@ -58,7 +67,10 @@ def test_transient_error_is_retried(tmp_path, instance, monkeypatch):
 
     monkeypatch.setattr(LocalStorage, "iter_objects", flaky)
     result = dg.materialize(
-        ALL_ASSETS + ALL_CHECKS, selection=[audio_index], partition_key="p", instance=instance,
+        ALL_ASSETS + ALL_CHECKS,
+        selection=[audio_index],
+        partition_key="p",
+        instance=instance,
         resources=stage_resources(raw.uri, str(tmp_path / "l")),
     )
     assert result.success  # after one retry (IO_RETRY: ~10 s delay with jitter)

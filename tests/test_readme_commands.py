@@ -36,11 +36,15 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     lake = clone / "data" / "lake"
     assert f"lake      : {lake}" in out
     partitions = sorted(p.name for p in (clone / "data" / "raw").iterdir() if p.is_dir())
-    assert partitions == ["broken", "en_conversational", "en_mixed", "en_read"]
+    assert partitions == ["broken", "en_conversational", "en_mixed", "en_read", "longform"]
     for p in partitions:
         index = lake / "audio_index" / p / "audio_index.parquet"
         assert str(index) in out
         assert pq.read_metadata(index).num_rows > 0
+    # The long-form recordings were segmented (the other partitions have none: empty tables).
+    recordings = pq.read_table(lake / "segmented_audio" / "longform" / "recordings.parquet").to_pylist()
+    assert sorted(r["status"] for r in recordings) == ["no_speech", "ok", "ok", "ok"]
+    assert pq.read_metadata(lake / "segmented_audio" / "en_read" / "recordings.parquet").num_rows == 0
     # One run over the range of all partitions, each partition worked through in turn.
     assert out.count("RUN_SUCCESS") == 1
     assert f"teacher_labels - partition {len(partitions)}/{len(partitions)}: {partitions[-1]}" in out
@@ -124,8 +128,8 @@ def _check_dagster_dev_shows_assets(clone: Path, env: dict[str, str]) -> None:
                 keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             except (OSError, KeyError, ValueError):
                 time.sleep(2)
-        assert {"raw_audio", "audio_index", "cleaned_audio", "webdataset_shards", "teacher_labels",
-                "training_manifests"} <= keys, keys
+        assert {"raw_audio", "audio_index", "cleaned_audio", "segmented_audio", "webdataset_shards",
+                "teacher_labels", "training_manifests"} <= keys, keys
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from asr_distill import lake as L
 from asr_distill.audio.decode import decode
 from asr_distill.demo.longform import RecordingTruth, write_longform_partition
 from asr_distill.stages.clean.config import CleanConfig
@@ -44,7 +45,7 @@ def corpus(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[LocalStorage, dict[str, RecordingTruth], list[dict]]:
     """Raw store ``longform/``: the four generated recordings, a corrupt one and one changed since clean;
-    the long-form rows as the clean stage computes them (analyze_clip: too_long rows of clean today)."""
+    the long-form rows as the clean stage computes them (analyze_clip: long-form, no reason)."""
     root = tmp_path_factory.mktemp("raw")
     truths = {t.kind: t for t in write_longform_partition(root / PART, seed=0)}
     raw = LocalStorage(root)
@@ -52,7 +53,7 @@ def corpus(
     for t in truths.values():
         text = t.transcript if t.kind == "dialogue" else None
         row = analyze_clip(_index_row(f"{PART}/{t.name}", text), raw, CleanConfig())
-        assert "too_long" in row["reasons"] and row["pcm_sha256"], row
+        assert not row["reasons"] and row["decoded_duration_s"] > 30 and row["pcm_sha256"], row
         rows.append(row)
     # corrupt: the bytes clean hashed are not audio any more readable (cut inside the FLAC frames)
     good = (root / PART / "just_over_30s.flac").read_bytes()
@@ -78,7 +79,7 @@ def first_run(corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalSt
 
 
 def _bytes_of(lake: LocalStorage) -> dict[str, bytes]:
-    return {o.key: lake.read_bytes(o.key) for o in lake.iter_objects(layout.partition_prefix(PART))}
+    return {o.key: lake.read_bytes(o.key) for o in lake.iter_objects(L.segmented_prefix(PART))}
 
 
 def _copy(lake: LocalStorage, root: Path) -> LocalStorage:
@@ -90,7 +91,8 @@ def _copy(lake: LocalStorage, root: Path) -> LocalStorage:
 
 def _mtimes(lake: LocalStorage) -> dict[str, int]:
     return {
-        o.key: lake.local_path(o.key).stat().st_mtime_ns for o in lake.iter_objects(layout.tars_prefix(PART))
+        o.key: lake.local_path(o.key).stat().st_mtime_ns
+        for o in lake.iter_objects(L.segmented_tars_prefix(PART))
     }
 
 
@@ -260,7 +262,7 @@ def test_verify_catches_a_damaged_member(first_run, tmp_path: Path) -> None:
     # header checks alone do not decode, and do not see it
     assert verify_partition(lake, PART, check_hashes=False).ok
     # a tampered accounting column is caught
-    path = lake.local_path(layout.recordings_key(PART))
+    path = lake.local_path(L.segmented_recordings_key(PART))
     table = pq.read_table(path)
     rows = table.to_pylist()
     ok = next(i for i, r in enumerate(rows) if r["status"] == "ok")
@@ -276,7 +278,7 @@ def test_input_rows_are_validated(corpus, tmp_path: Path) -> None:
         run_segment(raw, lake, PART, THREADS, long_form_rows=list(reversed(rows)))
     with pytest.raises(ValueError, match="audio extension"):
         run_segment(raw, lake, PART, THREADS, long_form_rows=[_index_row(f"{PART}/notes.txt")])
-    assert not lake.exists(layout.recordings_key(PART))  # a failed run writes no table
+    assert not lake.exists(L.segmented_recordings_key(PART))  # a failed run writes no table
     empty = run_segment(raw, lake, PART, THREADS, long_form_rows=[])
     assert empty.recordings == 0 and read_recordings(lake, PART) == [] and verify_partition(lake, PART).ok
 
@@ -336,3 +338,31 @@ def test_config_round_trips_and_validates() -> None:
     assert fingerprint(SegmentStageConfig(workers=1, block_s=5.0, executor="thread")) == base
     assert fingerprint(SegmentStageConfig(segment=SegmentConfig(threshold=0.6))).value != base.value
     assert fingerprint(SegmentStageConfig(clean=CleanConfig(min_rms_dbfs=-50))).value != base.value
+
+
+def test_reads_the_clean_long_form_table_and_an_empty_one_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``long_form_rows`` the core reads ``cleaned_audio/<p>/long_form.parquet`` itself; with no
+    row there, it writes two empty tables without loading the VAD model or starting a worker pool."""
+    import pyarrow as pa
+
+    from asr_distill.stages import _procpool
+    from asr_distill.stages.clean.schema import CLEAN_SCHEMA
+    from asr_distill.stages.segment import core
+
+    lake, raw = LocalStorage(tmp_path / "lake"), LocalStorage(tmp_path / "raw")
+    with pytest.raises(Exception, match="long_form"):  # not cleaned yet: a clear missing-object error
+        run_segment(raw, lake, "p", CFG)
+    with lake.staged_file(L.cleaned_long_form_key("p"), suffix=".parquet") as path:
+        pq.write_table(pa.Table.from_pylist([], schema=CLEAN_SCHEMA), path)
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("must not be called for a partition without long recordings")
+
+    monkeypatch.setattr(core, "load_model_bytes", refuse)
+    monkeypatch.setattr(_procpool.OrderedPool, "_new_pool", refuse)
+    summary = run_segment(raw, lake, "p", CFG)
+    assert summary.recordings == 0 and summary.segmented == 0
+    assert read_recordings(lake, "p") == [] and list(iter_segments(lake, "p")) == []
+    assert verify_partition(lake, "p").ok

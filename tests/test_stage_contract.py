@@ -92,9 +92,15 @@ def test_lake_layout_owns_every_key() -> None:
     assert L.raw_prefix("p") == "p/"
     with pytest.raises(ValueError):
         L.shard_layout("a/b")
-    assert {"audio_index", "cleaned", "quarantine", "shard_index", "shards", "labels"} <= set(
-        L.registered_tables()
-    )
+    assert L.cleaned_long_form_key("p") == "cleaned_audio/p/long_form.parquet"
+    assert L.segmented_recordings_key("p") == "segmented_audio/p/recordings.parquet"
+    assert L.segmented_segments_key("p") == "segmented_audio/p/segments.parquet"
+    assert L.segmented_tar_key("p", "rec-0123") == "segmented_audio/p/tars/rec-0123.tar"
+    assert L.segmented_tars_prefix("p") == "segmented_audio/p/tars/"
+    with pytest.raises(ValueError):
+        L.segmented_prefix("a/b")
+    tables = {"audio_index", "cleaned", "quarantine", "long_form", "segment_recordings", "segments"}
+    assert tables | {"shard_index", "shards", "labels"} <= set(L.registered_tables())
 
 
 def test_tableio_round_trips(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ IO_RETRY = dg.RetryPolicy(
     max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-# Backfills. The CPU stages (index, clean, shards) take up to CPU_PARTITIONS_PER_RUN partitions per
+# Backfills. The CPU stages (index, clean, segment, shards) take up to CPU_PARTITIONS_PER_RUN partitions per
 # run: a prefix is often small, and one run per prefix would spend more time starting runs (a process,
 # imports, the code location) than working. They loop over the run's partitions, record one
 # materialization with its own metadata per partition, and their checks evaluate every partition of

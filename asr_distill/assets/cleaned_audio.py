@@ -46,8 +46,9 @@ class CleanedAudioConfig(dg.Config):
     kinds={"parquet"},
     description=(
         "Every indexed clip decoded to 16 kHz mono and measured (duration, levels, clipping, silence, "
-        "hashes); kept, or quarantined with every reason that applies. Two tables per partition: "
-        "kept.parquet and quarantine.parquet; kept + quarantined = indexed."
+        "hashes); kept, routed to long-form (readable recordings over 30 s and at most 12 h, for "
+        "segmented_audio), or quarantined with every reason that applies. Three tables per partition: "
+        "kept.parquet, long_form.parquet and quarantine.parquet; kept + long_form + quarantined = indexed."
     ),
 )
 @permanent_errors_fail_fast()
@@ -83,10 +84,13 @@ def _clean_partition(
         "dagster/row_count": s.kept,
         "kept_path": dg.MetadataValue.path(lake_store.url(layout.cleaned_kept_key(partition))),
         "quarantine_path": dg.MetadataValue.path(lake_store.url(layout.cleaned_quarantine_key(partition))),
+        "long_form_path": dg.MetadataValue.path(lake_store.url(layout.cleaned_long_form_key(partition))),
         "input_rows": s.total,
         "kept": s.kept,
+        "long_form": s.long_form,
         "quarantined": s.quarantined,
         "kept_hours": round(s.kept_hours, 4),
+        "long_form_hours": round(s.long_form_hours, 4),
         "quarantined_hours": round(s.quarantined_hours, 4),
         "drop_funnel": md_counts({k: v for k, v in s.funnel.items() if v}, "first reason", REASONS),
         "reasons_any": md_counts({k: v for k, v in s.reason_counts.items() if v}, "reason", REASONS),

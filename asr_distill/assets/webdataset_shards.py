@@ -15,6 +15,7 @@ from asr_distill.assets._policies import (
     permanent_errors_fail_fast,
 )
 from asr_distill.assets.cleaned_audio import cleaned_audio
+from asr_distill.assets.segmented_audio import segmented_audio
 from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
 from asr_distill.stages.progress import to_log
@@ -51,7 +52,7 @@ def _config(overrides: dict[str, Any]) -> ShardConfig:
     partitions_def=raw_prefix_partitions,
     retry_policy=IO_RETRY,
     backfill_policy=CPU_BACKFILL,
-    deps=[cleaned_audio],
+    deps=[cleaned_audio, segmented_audio],
     group_name="ingest",
     kinds={"webdataset", "parquet"},
     description=(

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from asr_distill.stages.clean.schema import REASONS
 from asr_distill.stages.index.schema import CHANNELS, PROBE_ERRORS, SAMPLE_RATE_HZ, SIDECAR_ERRORS
+from asr_distill.stages.segment.plan import SegmentConfig
+from asr_distill.stages.segment.schema import SEGMENT_REASONS, STATUSES
 
 NamedValue = int | float | str | tuple[str, ...]
 
@@ -25,4 +27,8 @@ CHECK_VALUES: Mapping[str, NamedValue] = {
     "sidecar_errors": tuple(SIDECAR_ERRORS),
     # clean: the quarantine reason codes, in funnel order (stages/clean/schema.py)
     "quarantine_reasons": tuple(REASONS),
+    # segment: recording statuses and segment quarantine reasons (stages/segment/schema.py)
+    "segment_statuses": tuple(STATUSES),
+    "segment_reasons": tuple(SEGMENT_REASONS),
+    "max_segment_samples": SegmentConfig.samples(SegmentConfig().max_segment_s),  # the teacher's window
 }

@@ -9,7 +9,8 @@ import sys
 import tempfile
 import time
 
-from asr_distill.demo.corpus import MAX_PREFIXES, SIZES, generate_corpus, prefix_names
+from asr_distill.demo.corpus import MAX_PREFIXES, SIZES, Synthesizer, generate_corpus, prefix_names
+from asr_distill.demo.longform import LONGFORM_PREFIX, write_longform_prefix
 from asr_distill.storage import Storage, StorageError, open_storage
 
 
@@ -28,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"number of good top-level prefixes, 1-{MAX_PREFIXES} (default 3)",
     )
     p.add_argument("--no-broken", action="store_true", help="leave out the broken/ prefix")
+    p.add_argument(
+        "--no-longform",
+        action="store_true",
+        help="leave out the longform/ prefix (recordings over 30 s for the segmentation stage)",
+    )
     p.add_argument(
         "--no-marker", action="store_true", help="write no _SUCCESS marker at the end of each prefix"
     )
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_storage(args.out)
         names = prefix_names(args.prefixes) + ([] if args.no_broken else ["broken"])
         names += ["ja_read", "mixed_lang"] if args.multilingual else []
+        names += [] if args.no_longform else [LONGFORM_PREFIX]
         existing = [p for p in names if _holds_objects(store, p + "/")]
         started = time.perf_counter()
         report = generate_corpus(
@@ -80,10 +87,20 @@ def main(argv: list[str] | None = None) -> int:
             use_flite=not args.no_flite,
             multilingual=args.multilingual,
         )
+        longform = []
+        if not args.no_longform:
+            synth = Synthesizer(use_flite=not args.no_flite)
+            longform = write_longform_prefix(store, args.seed, marker=not args.no_marker, synth=synth)
     except (StorageError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(report.summary())
+    if longform:
+        total = sum(t.duration_s for t in longform)
+        kinds = ", ".join(f"{t.name} {t.duration_s:.0f} s" for t in longform)
+        print(
+            f"  {LONGFORM_PREFIX}/: {len(longform)} long recordings ({total:.0f} s: {kinds}) + 1 short clip"
+        )
     if existing:
         print(
             f"  note: {', '.join(existing)} already held objects; corpus keys were overwritten, others kept"

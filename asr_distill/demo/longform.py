@@ -23,7 +23,13 @@ word. Turns never overlap; the monologue's are 80-150 ms apart, the others' at l
 
 Determinism: same seed and same installed espeak-ng/flite/libsndfile -> byte-identical files (the
 signal is built directly at the file's rate and written as int16 through libsndfile). Writes are
-atomic (temporary file, then rename). This module is not yet part of ``make demo``.
+atomic (temporary file, then rename).
+
+:func:`write_longform_prefix` puts a smaller set into a store as the demo corpus's ``longform/``
+prefix (``python -m asr_distill.demo``, so ``make demo``): the same four recordings (dialogue ~90 s,
+monologue ~40 s, noise-only 20 s, 31 s clip), a ``.txt`` sidecar with the whole-recording transcript of
+each recording that has speech (the index reads it as the recording's reference text; its segments
+carry no aligned reference), a 6 s short clip (kept by the clean stage as a clip) and ``_SUCCESS``.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from asr_distill.demo.corpus import ESPEAK_VOICES, SYNTH_RATE, Synthesizer, Voice, make_text
+from asr_distill.demo.corpus import ESPEAK_VOICES, MARKER_NAME, SYNTH_RATE, Synthesizer, Voice, make_text
+from asr_distill.storage import Storage
 
 PAUSE_WINDOW_S = 0.010
 PAUSE_MIN_S = 0.030
@@ -341,10 +348,12 @@ def write_longform_partition(
     synth: Synthesizer | None = None,
     dialogue_s: float = 150.0,
     monologue_s: float = 45.0,
+    noise_s: float = 40.0,
 ) -> list[RecordingTruth]:
     """Write the long-form recordings into ``out_dir`` (created) and return their truth, in file order.
 
-    ``dialogue_s``/``monologue_s``: target lengths (the last utterance may overrun by a few seconds).
+    ``dialogue_s``/``monologue_s``: target lengths (the last utterance may overrun by a few seconds);
+    ``noise_s``: length of the noise-only recording (over 30 s to be long-form).
     """
     if monologue_s <= 31.0:
         raise ValueError("monologue_s must exceed 30 s (plus padding) to exercise the budget split")
@@ -361,9 +370,45 @@ def write_longform_partition(
 
     rate = 48_000
     b = _Builder(synth, rate, _rng(seed, "noise_only"), f"asr-distill-longform/{seed}/noise_only")
-    b.insert(_coloured_noise(b.rng, 40 * rate, rate), "noise")
+    b.insert(_coloured_noise(b.rng, int(round(noise_s * rate)), rate), "noise")
     truths.append(_finish(out, "noise_only.wav", "noise_only", b, b.signal(), 2, "WAV"))
 
     b = _just_over(synth, seed, speakers[1:], 16_000, 31.0)
     truths.append(_finish(out, "just_over_30s.flac", "just_over_30s", b, b.signal(31 * 16_000), 1, "FLAC"))
     return truths
+
+
+# -- the demo corpus's long-form prefix ----------------------------------------------------------------
+LONGFORM_PREFIX = "longform"
+SHORT_CLIP_NAME = "intro_clip.wav"
+
+
+def write_longform_prefix(
+    store: Storage,
+    seed: int = 0,
+    *,
+    prefix: str = LONGFORM_PREFIX,
+    marker: bool = True,
+    synth: Synthesizer | None = None,
+) -> list[RecordingTruth]:
+    """Write the demo's long-form prefix into ``store`` (see the module docstring) and return the truth
+    of its four recordings. Objects are written in key order, the ``_SUCCESS`` marker last."""
+    with tempfile.TemporaryDirectory(prefix="asrd-longform-") as tmp:
+        out = Path(tmp) / prefix
+        truths = write_longform_partition(
+            out, seed, synth=synth, dialogue_s=90.0, monologue_s=40.0, noise_s=30.5
+        )
+        mono = next(t for t in truths if t.kind == "monologue")
+        x, rate = sf.read(mono.path, dtype="int16")
+        _write_atomic(out / SHORT_CLIP_NAME, x[: 6 * rate].astype(np.float32) / 32768.0, rate, "WAV")
+        objects: dict[str, bytes] = {}
+        for t in truths:
+            objects[t.name] = t.path.read_bytes()
+            if t.transcript:
+                objects[Path(t.name).stem + ".txt"] = (t.transcript + "\n").encode()
+        objects[SHORT_CLIP_NAME] = (out / SHORT_CLIP_NAME).read_bytes()
+        for name in sorted(objects):
+            store.write_bytes(f"{prefix}/{name}", objects[name])
+    if marker:
+        store.write_bytes(f"{prefix}/{MARKER_NAME}", b"")
+    return [dataclasses.replace(t, path=Path(f"{prefix}/{t.name}")) for t in truths]

@@ -6,6 +6,7 @@ import dagster as dg
 
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
+from asr_distill.assets.segmented_audio import segmented_audio
 from asr_distill.assets.teacher_labels import teacher_labels
 from asr_distill.assets.training_manifests import training_manifests
 from asr_distill.assets.webdataset_shards import webdataset_shards
@@ -57,20 +58,28 @@ distill_job = _asset_job(
     "The whole lineage for one partition (a raw prefix).",
     audio_index,
     cleaned_audio,
+    segmented_audio,
     webdataset_shards,
     teacher_labels,
     training_manifests,
 )
 cpu_stages_job = _asset_job(
     "cpu_stages_job",
-    "Index, clean and shards (the CPU stages) for one partition or a range of partitions in one run.",
+    "Index, clean, segmentation and shards (the CPU stages) for one partition or a range of partitions "
+    "in one run.",
     audio_index,
     cleaned_audio,
+    segmented_audio,
     webdataset_shards,
 )
 index_job = _asset_job("index_job", "Only the Parquet index of a partition.", audio_index)
 clean_job = _asset_job(
     "clean_job", "Only the clean stage of a partition (its index must exist).", cleaned_audio
+)
+segment_job = _asset_job(
+    "segment_job",
+    "Only the segmentation of a partition's long-form recordings (its clean stage must exist).",
+    segmented_audio,
 )
 shards_job = _asset_job(
     "shards_job", "Only the WebDataset shards of a partition (its clean stage must exist).", webdataset_shards
@@ -96,4 +105,5 @@ __all__ = [
     "labels_job",
     "manifests_job",
     "register_raw_prefixes",
+    "segment_job",
 ]

@@ -17,7 +17,10 @@ class CleanConfig(StageConfig):
     * ``target_rate=16000``, ``resample_quality="HQ"``: what Whisper-style teachers and students take;
       soxr HQ is 20-bit precision, VHQ buys nothing audible for ASR at twice the cost.
     * ``min_duration_s=0.5``: shorter clips carry at most a word; ``max_duration_s=30``: the teacher's
-      window (Whisper, Qwen2-Audio). Longer clips are quarantined as ``too_long`` until segmentation exists.
+      window (Whisper, Qwen2-Audio). A readable recording longer than that and at most
+      ``max_recording_s=43200`` (12 h) is *long-form*: it goes to ``long_form.parquet`` for the segmentation
+      stage (only recording-level rules apply to it: probe/decode failures, truncation, non-finite, silent,
+      duplicate, and ``bad_sidecar`` when quarantined). Longer than ``max_recording_s`` is ``too_long``.
     * ``truncation_ratio=0.9``: ``truncated`` when decoded duration < 0.9 x what the header claims
       (index ``header_duration_s`` or the decoder's own header reading, whichever is larger). Encoder
       padding makes honest files decode within ~1% of their claim.
@@ -48,6 +51,7 @@ class CleanConfig(StageConfig):
     resample_quality: str = "HQ"
     min_duration_s: float = 0.5
     max_duration_s: float = 30.0
+    max_recording_s: float = 43_200.0
     truncation_ratio: float = 0.9
     min_rms_dbfs: float = -60.0
     clip_level: float = 0.999
@@ -73,6 +77,8 @@ class CleanConfig(StageConfig):
             raise ValueError("target_rate must be a positive multiple of feature_frame_rate")
         if not 0 <= self.min_duration_s <= self.max_duration_s:
             raise ValueError("need 0 <= min_duration_s <= max_duration_s")
+        if self.max_recording_s < self.max_duration_s:
+            raise ValueError("need max_recording_s >= max_duration_s")
         if not 0 < self.truncation_ratio <= 1:
             raise ValueError("truncation_ratio must be in (0, 1]")
         if not 0 < self.clip_level <= 1 or self.clip_min_run < 1:

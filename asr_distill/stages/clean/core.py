@@ -19,7 +19,7 @@ from asr_distill.language import primary_language
 from asr_distill.stages._procpool import EXECUTORS, Executor, OrderedPool, default_workers
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.metrics import SignalAnalyzer, feature_frames, subsampled_frames, text_stats
-from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASONS
+from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASONS, RECORDING_REASONS
 from asr_distill.storage import Storage
 from asr_distill.tableio import path_sha256, read_table
 
@@ -90,6 +90,8 @@ def analyze_clip(row: Mapping[str, Any], store: Storage, cfg: CleanConfig) -> Ro
         reasons.append("decode_failed")
     _audio_rules(out, cfg, reasons, all_zero)
     _text_rules(row, out, cfg, reasons, flags)
+    if is_long_form(out, cfg):  # only the recording-level rules judge a recording to be segmented
+        reasons = [r for r in reasons if r in RECORDING_REASONS]
     out["reasons"] = reasons
     out["flags"] = flags
     return out
@@ -112,8 +114,15 @@ def _audio_rules(out: Row, cfg: CleanConfig, reasons: list[str], all_zero: bool)
         reasons.append("clipped")
     if dur < cfg.min_duration_s:
         reasons.append("too_short")
-    if dur > cfg.max_duration_s:
+    if dur > cfg.max_recording_s:
         reasons.append("too_long")
+
+
+def is_long_form(out: Mapping[str, Any], cfg: CleanConfig) -> bool:
+    """Whether a decoded clip is a long-form recording: longer than the teacher's window
+    (``max_duration_s``), at most ``max_recording_s``."""
+    dur = out.get("decoded_duration_s")
+    return dur is not None and cfg.max_duration_s < dur <= cfg.max_recording_s
 
 
 def _text_rules(
@@ -263,9 +272,12 @@ def clean_partition(
         for out in results:
             _dedup(out, cfg, known, seen)
             out["keep"] = not out["reasons"]
+            if out["keep"] and is_long_form(out, cfg):  # passed: to the segmentation stage
+                out["keep"] = False
+                out["flags"] = [*out["flags"], "long_form"]
             out["reasons"] = sorted(out["reasons"], key=_REASON_ORDER.__getitem__)
             done += 1
-            kept += out["keep"]
+            kept += out["keep"] or "long_form" in out["flags"]
             audio_s += out["decoded_duration_s"] or 0.0
             batch.append(out)
             if len(batch) >= batch_size:

@@ -1,4 +1,4 @@
-"""The clean stage's entry point: :func:`run_clean` cleans one partition's index into its two tables."""
+"""The clean stage's entry point: :func:`run_clean` cleans one partition's index into its three tables."""
 
 from __future__ import annotations
 
@@ -24,20 +24,26 @@ def run_clean(
     executor: Executor = "process",
     cross_partition_dedup: bool = True,
 ) -> CleanSummary:
-    """Decode, measure and keep or quarantine every clip of ``partition``'s ``audio_index``.
+    """Decode, measure and keep, route to long-form or quarantine every clip of ``partition``'s
+    ``audio_index`` (``kept + long_form + quarantined = indexed``).
 
-    With ``cross_partition_dedup`` (and ``config.dedup``), clips whose content equals a clip kept by a
-    partition cleaned before (any other ``cleaned_audio`` kept table in the lake, also ones written
-    earlier in the same run) are quarantined as duplicates. The existing tables are kept when the index
+    With ``cross_partition_dedup`` (and ``config.dedup``), clips whose content equals a clip kept, or
+    a recording routed to long-form, by a partition cleaned before (any other ``cleaned_audio`` kept or
+    long-form table in the lake, also ones written earlier in the same run) are quarantined as duplicates. The existing tables are kept when the index
     file, the rules and the relevant known duplicates are unchanged (``summary.reused``), unless ``force``.
     """
     cfg = config or CleanConfig()
     say = Reporter("clean", partition, progress)
     kept_key, quarantine_key = layout.cleaned_kept_key(partition), layout.cleaned_quarantine_key(partition)
+    long_form_key = layout.cleaned_long_form_key(partition)
     index_key = layout.audio_index_key(partition)
     others: list[str] = []
     if cross_partition_dedup and cfg.dedup:
-        others = [k for k in layout.table_keys("cleaned", lake, None) if k != kept_key]
+        # Clips kept and long-form recordings passed by other partitions: a whole recording that
+        # another partition already hands to segmentation is a duplicate too.
+        mine = {kept_key, long_form_key}
+        tables = [*layout.table_keys("cleaned", lake, None), *layout.table_keys("long_form", lake, None)]
+        others = [k for k in tables if k not in mine]
     known = load_known_hashes(lake, others)
     index_sha256 = object_sha256(lake, index_key)
     reused = None
@@ -49,6 +55,7 @@ def run_clean(
             index_sha256=index_sha256,
             config=cfg,
             known_hashes=known,
+            long_form_key=long_form_key,
         )
     if reused is not None:
         summary = reused
@@ -71,6 +78,7 @@ def run_clean(
             executor=executor,
             progress=lambda p: say(str(p), done=p.done, elapsed_s=p.elapsed_s),
             index_sha256=index_sha256,
+            long_form_key=long_form_key,
         )
     summary.known_hashes = len(known)
     say(summary.funnel_text())

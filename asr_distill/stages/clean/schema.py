@@ -1,9 +1,11 @@
-"""Columns of the clean stage's two Parquet tables and the reason codes they use.
+"""Columns of the clean stage's three Parquet tables and the reason codes they use.
 
-``clean_kept`` and ``clean_quarantine`` share one schema (:data:`CLEAN_SCHEMA`) so that their union is
-the input index, row for row: every ``audio_index`` column carried over unchanged, then the metrics,
+``kept``, ``long_form`` and ``quarantine`` share one schema (:data:`CLEAN_SCHEMA`) so that their union
+is the input index, row for row: every ``audio_index`` column carried over unchanged, then the metrics,
 the decision (``keep``, ``reasons``, ``flags``) and the duplicate reference. Kept rows have empty
-``reasons``; quarantined rows have at least one. Both tables are sorted by ``key``.
+``reasons``; quarantined rows have at least one. Long-form rows (readable recordings longer than
+``max_duration_s`` and at most ``max_recording_s``, for the segmentation stage) have ``keep`` false,
+empty ``reasons`` and the ``long_form`` flag. Every table is sorted by ``key``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pyarrow as pa
 
 from asr_distill.stages.index.schema import AUDIO_INDEX_SCHEMA
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the long_form table
 
 # Quarantine reasons, in funnel order (a clip counts in the funnel under its first reason).
 REASONS = {
@@ -24,7 +26,7 @@ REASONS = {
     "too_quiet": "RMS level below min_rms_dbfs (and not all-zero)",
     "clipped": "fraction of samples in clipped runs above max_clipped_fraction",
     "too_short": "decoded duration below min_duration_s",
-    "too_long": "decoded duration above max_duration_s (the teacher's window), until segmentation exists",
+    "too_long": "decoded duration above max_recording_s (longer recordings up to it are long-form)",
     "bad_sidecar": "the sidecar could not be used (only with CleanConfig.bad_sidecar='quarantine')",
     "empty_text": "a reference text exists but holds no label characters (empty, spaces or punctuation)",
     "chars_per_second": "reference text length per second of audio outside [min, max]_chars_per_second",
@@ -36,7 +38,13 @@ REASONS = {
 FLAGS = {
     "bad_sidecar": "the sidecar had an error (index sidecar_error); its text was dropped",
     "no_reference_text": "no usable reference text: text checks (chars/s, CTC) were skipped",
+    "long_form": "longer than max_duration_s, at most max_recording_s: in long_form.parquet, to be segmented",
 }
+
+# The rules that judge a whole long-form recording (the others apply to each of its segments, or to
+# text that covers only the whole recording).
+RECORDING_REASONS = ("probe_failed", "decode_failed", "truncated", "non_finite", "silent", "too_long")
+RECORDING_REASONS += ("bad_sidecar", "duplicate")
 
 _CLEAN_FIELDS = [
     pa.field("keep", pa.bool_(), nullable=False),

@@ -1,4 +1,4 @@
-"""Write the kept and quarantine tables atomically and summarise the run for metadata and logs."""
+"""Write the kept, long-form and quarantine tables atomically and summarise the run for metadata and logs."""
 
 from __future__ import annotations
 
@@ -79,6 +79,8 @@ class Histogram:
 class CleanSummary:
     """What a clean run did: counts, the drop funnel, hours, histograms.
 
+    ``kept + long_form + quarantined == total``: ``long_form`` counts the readable recordings longer
+    than ``max_duration_s`` (at most ``max_recording_s``) handed to the segmentation stage.
     ``reason_counts``: clips per reason (a clip with several reasons counts under each).
     ``funnel``: clips per *first* reason in :data:`REASONS` order (sums to ``quarantined``).
     Hours use the decoded duration, or the index duration for clips that did not decode.
@@ -88,8 +90,10 @@ class CleanSummary:
     total: int = 0
     kept: int = 0
     quarantined: int = 0
+    long_form: int = 0
     kept_hours: float = 0.0
     quarantined_hours: float = 0.0
+    long_form_hours: float = 0.0
     reason_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     funnel: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     flag_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLAGS, 0))
@@ -117,6 +121,9 @@ class CleanSummary:
         if keep:
             self.kept += 1
             self.kept_hours += hrs
+        elif is_long_form_row(row):
+            self.long_form += 1
+            self.long_form_hours += hrs
         else:
             self.quarantined += 1
             self.quarantined_hours += hrs
@@ -138,8 +145,10 @@ class CleanSummary:
             "total": self.total,
             "kept": self.kept,
             "quarantined": self.quarantined,
+            "long_form": self.long_form,
             "kept_hours": self.kept_hours,
             "quarantined_hours": self.quarantined_hours,
+            "long_form_hours": self.long_form_hours,
             "reason_counts": dict(self.reason_counts),
             "funnel": dict(self.funnel),
             "flag_counts": dict(self.flag_counts),
@@ -161,8 +170,10 @@ class CleanSummary:
             total=d["total"],
             kept=d["kept"],
             quarantined=d["quarantined"],
+            long_form=d.get("long_form", 0),
             kept_hours=d["kept_hours"],
             quarantined_hours=d["quarantined_hours"],
+            long_form_hours=d.get("long_form_hours", 0.0),
             reason_counts={**dict.fromkeys(REASONS, 0), **d["reason_counts"]},
             funnel={**dict.fromkeys(REASONS, 0), **d["funnel"]},
             flag_counts={**dict.fromkeys(FLAGS, 0), **d["flag_counts"]},
@@ -180,8 +191,26 @@ class CleanSummary:
             if n:
                 left -= n
                 lines.append(f"  - {reason}: {n} -> {left}")
-        lines.append(f"kept {self.kept} ({self.kept_hours:.3f} h), quarantined {self.quarantined}")
+        if self.long_form:
+            left -= self.long_form
+            lines.append(f"  - long_form (to segmentation): {self.long_form} -> {left}")
+        lines.append(
+            f"kept {self.kept} ({self.kept_hours:.3f} h), long-form {self.long_form} "
+            f"({self.long_form_hours:.3f} h), quarantined {self.quarantined}"
+        )
         return "\n".join(lines)
+
+
+def is_long_form_row(row: Mapping[str, Any]) -> bool:
+    """Whether a result row goes to the long-form table (not kept, no reason, the ``long_form`` flag)."""
+    return not row["keep"] and not row["reasons"] and "long_form" in row["flags"]
+
+
+def sibling_long_form_key(kept_key: str) -> str:
+    """The long-form table beside ``kept_key`` (callers of the lower-level functions that name only
+    the kept and quarantine keys; :func:`~asr_distill.stages.clean.run.run_clean` passes lake.py's)."""
+    head, _, _ = kept_key.rpartition("/")
+    return f"{head}/long_form.parquet" if head else "long_form.parquet"
 
 
 def _schema_with_meta(config: CleanConfig) -> pa.Schema:
@@ -214,11 +243,13 @@ def reusable_clean(
     index_sha256: str,
     config: CleanConfig,
     known_hashes: KnownHashes | None = None,
+    long_form_key: str | None = None,
 ) -> CleanSummary | None:
     """The summary of the existing tables when a run with these inputs would write them again
     byte for byte (same index file, same config, same duplicates among other partitions' kept clips);
-    None when the partition must be cleaned."""
-    if not (lake.exists(kept_key) and lake.exists(quarantine_key)):
+    None when the partition must be cleaned (also when any of the three tables is missing)."""
+    long_form_key = long_form_key or sibling_long_form_key(kept_key)
+    if not all(lake.exists(k) for k in (kept_key, quarantine_key, long_form_key)):
         return None
     try:
         with lake.local_copy(kept_key, suffix=".parquet") as path:
@@ -228,7 +259,9 @@ def reusable_clean(
             return None
         with lake.local_copy(quarantine_key, suffix=".parquet") as path:
             q_hashes = pq.read_table(path, columns=["pcm_sha256"]).column(0).to_pylist()
-        relevant = _relevant_known([*kept_hashes, *q_hashes], known_hashes or {})
+        with lake.local_copy(long_form_key, suffix=".parquet") as path:
+            lf_hashes = pq.read_table(path, columns=["pcm_sha256"]).column(0).to_pylist()
+        relevant = _relevant_known([*kept_hashes, *q_hashes, *lf_hashes], known_hashes or {})
         if meta[META_INPUTS] != _inputs_record(index_sha256, config, relevant):
             return None
         return CleanSummary.from_dict(json.loads(meta[META_SUMMARY]))
@@ -246,11 +279,13 @@ def write_clean_tables(
     compression: str = "zstd",
     index_sha256: str | None = None,
     known_hashes: KnownHashes | None = None,
+    long_form_key: str | None = None,
 ) -> CleanSummary:
-    """Write result batches into the kept and quarantine Parquet objects of ``lake``.
+    """Write result batches into the kept, long-form and quarantine Parquet objects of ``lake``
+    (``long_form_key`` defaults to :func:`sibling_long_form_key`).
 
-    Both objects are staged locally and appear only if every batch was written (an exception leaves
-    whatever the keys held before). Empty tables are written too, so downstream always finds both.
+    The objects are staged locally and appear only if every batch was written (an exception leaves
+    whatever the keys held before). Empty tables are written too, so downstream always finds all three.
     With ``index_sha256`` (the sha256 of the index file the rows came from), kept.parquet also records
     the run's inputs and summary, so :func:`reusable_clean` can tell a later run nothing changed.
     """
@@ -258,23 +293,35 @@ def write_clean_tables(
     summary = CleanSummary()
     hashes: list[str | None] = []
     start = time.monotonic()
+    long_form_key = long_form_key or sibling_long_form_key(kept_key)
+    # kept.parquet is published last: it carries the inputs record that reuse looks for.
     with (
-        lake.staged_file(quarantine_key, suffix=".parquet") as q_path,
         lake.staged_file(kept_key, suffix=".parquet") as k_path,
+        lake.staged_file(quarantine_key, suffix=".parquet") as q_path,
+        lake.staged_file(long_form_key, suffix=".parquet") as l_path,
         pq.ParquetWriter(k_path, schema, compression=compression) as kw,
         pq.ParquetWriter(q_path, schema, compression=compression) as qw,
+        pq.ParquetWriter(l_path, schema, compression=compression) as lw,
     ):
         for batch in batches:
             kept_rows: list[Row] = []
             quarantined_rows: list[Row] = []
+            long_rows: list[Row] = []
             for row in batch:
                 summary.add(row)
                 hashes.append(row.get("pcm_sha256"))
-                (kept_rows if row["keep"] else quarantined_rows).append(row)
+                if row["keep"]:
+                    kept_rows.append(row)
+                elif is_long_form_row(row):
+                    long_rows.append(row)
+                else:
+                    quarantined_rows.append(row)
             if kept_rows:
                 kw.write_table(pa.Table.from_pylist(kept_rows, schema=schema))
             if quarantined_rows:
                 qw.write_table(pa.Table.from_pylist(quarantined_rows, schema=schema))
+            if long_rows:
+                lw.write_table(pa.Table.from_pylist(long_rows, schema=schema))
         summary.elapsed_s = time.monotonic() - start
         if index_sha256 is not None:
             relevant = _relevant_known(hashes, known_hashes or {})
@@ -304,12 +351,13 @@ def clean_to_tables(
     progress: Callable[[CleanProgress], None] | None = None,
     progress_every_s: float = 10.0,
     index_sha256: str | None = None,
+    long_form_key: str | None = None,
 ) -> CleanSummary:
-    """Clean rows into two tables: :func:`clean_partition` -> :func:`write_clean_tables` (the stage's
+    """Clean rows into three tables: :func:`clean_partition` -> :func:`write_clean_tables` (the stage's
     entry point, :func:`~asr_distill.stages.clean.run.run_clean`, adds the lake keys and reuse).
 
     ``rows``: the partition's ``audio_index`` rows sorted by key; ``raw``: the store holding the audio;
-    ``lake``: where the two tables go (``kept_key``, ``quarantine_key``). Returns the summary.
+    ``lake``: where the tables go (``kept_key``, ``quarantine_key``, ``long_form_key``). Returns the summary.
     ``index_sha256``: see :func:`write_clean_tables`.
     """
     cfg = config or CleanConfig()
@@ -331,4 +379,5 @@ def clean_to_tables(
         config=cfg,
         index_sha256=index_sha256,
         known_hashes=known_hashes,
+        long_form_key=long_form_key,
     )

@@ -5,7 +5,13 @@
 * :mod:`.core`: :func:`~.core.run_segment`, the stage's entry point, and :class:`~.core.SegmentSummary`.
 * :mod:`.recording`: the work on one recording (runs in the process pool's workers).
 * :mod:`.config`: :class:`~.config.SegmentStageConfig` and the segmentation fingerprint.
-* :mod:`.layout`: every lake key and name (segment keys, tar keys, member names).
+* :mod:`.layout`: names inside the outputs (segment keys, recording names, member names); every
+  lake key is :mod:`asr_distill.lake`'s.
 * :mod:`.schema`, :mod:`.tables`: the two tables' columns and their I/O.
-* :mod:`.progress`: progress events; :mod:`.verify`: the blocking checks.
+* progress events are :mod:`asr_distill.stages.progress`'s; :mod:`.verify`: the blocking checks.
 """
+
+from asr_distill.stages.segment.config import SegmentStageConfig
+from asr_distill.stages.segment.core import SegmentSummary, read_long_form_rows, run_segment
+
+__all__ = ["SegmentStageConfig", "SegmentSummary", "read_long_form_rows", "run_segment"]

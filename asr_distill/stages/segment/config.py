@@ -6,11 +6,12 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from asr_distill.audio import vad as vad_mod
 from asr_distill.stages._procpool import EXECUTORS, Executor
 from asr_distill.stages.clean.config import CleanConfig
+from asr_distill.stages.configbase import StageConfig
 from asr_distill.stages.segment.plan import SegmentConfig
 from asr_distill.stages.shards.config import ShardConfig
 
@@ -20,8 +21,10 @@ FORMAT_VERSION = "1"
 
 
 @dataclass(frozen=True)
-class SegmentStageConfig:
-    """Everything the segmentation stage needs. Defaults and why:
+class SegmentStageConfig(StageConfig):
+    """Everything the segmentation stage needs (a :class:`~asr_distill.stages.configbase.StageConfig`:
+    ``segment`` and ``clean`` are nested dicts in :meth:`to_dict`/:meth:`from_dict`; the fingerprint
+    covers :meth:`output_settings` only). Defaults and why:
 
     * ``segment``: the planner's settings (:class:`~asr_distill.stages.segment.plan.SegmentConfig`).
     * ``clean``: the clean stage's settings. Its resampler quality must be the one the recordings were
@@ -100,8 +103,11 @@ class SegmentStageConfig:
             "executor": self.executor,
         }
 
+    def fingerprint_payload(self) -> dict[str, Any]:
+        return self.output_settings()
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegmentStageConfig:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """The config :meth:`to_dict` gave (``segment`` and ``clean`` as nested dicts)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known

@@ -1,9 +1,9 @@
 """Segmentation stage driver: ``run_segment`` cuts a partition's long recordings into <= 30 s segments.
 
-Input: the clean stage's ``long_form`` rows (one Mapping per recording, the clean table's columns:
-``key``, ``partition``, ``source_sha256``, ``pcm_sha256``, ``num_samples``, ``reference_text``,
-``language``, ``speaker``...), sorted by ``key``. Each recording is one task on the project's process
-pool (:class:`~asr_distill.stages._procpool.OrderedPool`), results come back in input order, so the
+Input: the clean stage's long-form table (``cleaned_audio/<p>/long_form.parquet``, read by the driver
+itself: one row per recording with the clean table's columns ``key``, ``partition``, ``source_sha256``,
+``pcm_sha256``, ``num_samples``, ``reference_text``, ``language``, ``speaker``...), sorted by ``key``.
+Each recording is one task on the project's process pool (:class:`~asr_distill.stages._procpool.OrderedPool`), results come back in input order, so the
 tables and tars are the same bytes whatever the number of workers (see :mod:`.recording` for the work
 itself, :mod:`.tables` for the tables, :mod:`.layout` for every name).
 
@@ -23,11 +23,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asr_distill import lake as lake_layout
 from asr_distill.audio.vad import load_model_bytes
 from asr_distill.stages._procpool import OrderedPool, default_workers
+from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.stages.segment import layout
 from asr_distill.stages.segment.config import Fingerprint, SegmentStageConfig, fingerprint
-from asr_distill.stages.segment.progress import ProgressFn, Reporter
 from asr_distill.stages.segment.recording import (
     REUSABLE_STATUSES,
     RecordingResult,
@@ -39,8 +40,10 @@ from asr_distill.stages.segment.recording import (
 from asr_distill.stages.segment.schema import SEGMENT_REASONS, STATUSES
 from asr_distill.stages.segment.tables import open_tables, previous_tables
 from asr_distill.storage import Storage
+from asr_distill.tableio import read_table
 
 Row = dict[str, Any]
+STAGE = "segment"
 SAMPLE_RATE = 16_000
 # Kept segment durations: bins [e_i, e_i+1) plus under/overflow (30 s falls in ">= 30").
 SEGMENT_DURATION_EDGES_S = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 25.0, 30.0)
@@ -253,33 +256,46 @@ def _config_json(config: SegmentStageConfig) -> str:
 
 
 # -- the stage ----------------------------------------------------------------------------------------
+def read_long_form_rows(lake: Storage, partition: str) -> list[Row]:
+    """The clean stage's long-form rows of ``partition`` (``cleaned_audio/<p>/long_form.parquet``), sorted
+    by key; one small row per recording. Raises :class:`~asr_distill.storage.ObjectNotFoundError` when
+    the partition has not been cleaned (with a clean stage that writes the long-form table)."""
+    table = read_table(lake, lake_layout.cleaned_long_form_key(partition))
+    return table.sort_by("key").to_pylist()
+
+
 def run_segment(
     raw: Storage,
     lake: Storage,
     partition: str,
     config: SegmentStageConfig | None = None,
     *,
-    long_form_rows: Iterable[Mapping[str, Any]],
     force: bool = False,
     progress: ProgressFn | None = None,
+    long_form_rows: Iterable[Mapping[str, Any]] | None = None,
     progress_every_s: float = 10.0,
 ) -> SegmentSummary:
     """Segment the long recordings of ``partition``; write ``recordings.parquet``, ``segments.parquet``
     and one tar per recording with kept segments below ``segmented_audio/<partition>/``.
 
-    ``raw``: the store with the audio; ``lake``: where outputs go (both picklable for the process pool).
-    ``long_form_rows``: the clean stage's long-form rows of this partition, sorted by ``key``.
+    ``raw``: the store with the audio; ``lake``: where inputs are read and outputs go (both picklable
+    for the process pool). The input is the clean stage's long-form table of the partition
+    (:func:`read_long_form_rows`); ``long_form_rows`` replaces it (rows sorted by ``key``: tests and
+    tools that have no clean table). A partition without long recordings writes two empty tables at
+    once: no VAD model is loaded and no worker starts.
     Raises :class:`~asr_distill.audio.vad.VadModelError` when the pinned VAD model is missing or
     differs, ValueError for malformed input rows; a bad recording is a row, never an exception.
     """
     cfg = config or SegmentStageConfig()
-    layout.partition_prefix(partition)  # validates the name
-    load_model_bytes()  # a missing or different model is a setup error: say so before any work
+    lake_layout.segmented_prefix(partition)  # validates the name
+    rows = list(read_long_form_rows(lake, partition) if long_form_rows is None else long_form_rows)
+    if rows:
+        load_model_bytes()  # a missing or different model is a setup error: say so before any work
     fp = fingerprint(cfg)
-    report = Reporter(partition, progress)
+    report = Reporter(STAGE, partition, progress)
     summary = SegmentSummary(partition=partition)
     start = last_report = time.monotonic()
-    n_workers = cfg.workers or default_workers()
+    n_workers = max(1, min(cfg.workers or default_workers(), len(rows)))
     inputs: dict[str, Mapping[str, Any]] = {}  # rows in flight, by key (bounded by in_flight)
     referenced: set[str] = set()
 
@@ -299,7 +315,7 @@ def run_segment(
         if previous is None and not force:
             report("segment: no previous tables, every recording is segmented")
         with open_tables(lake, partition, _config_json(cfg), fp.to_dict()) as writer:
-            tasks = _tasks(long_form_rows, partition, fp, prev_recs, inputs)
+            tasks = _tasks(rows, partition, fp, prev_recs, inputs)
             for results in pool.map(tasks, in_flight=2 * n_workers):
                 for res in results:
                     row = inputs.pop(res.source_key)
@@ -339,7 +355,7 @@ def _delete_orphans(lake: Storage, partition: str, referenced: set[str]) -> int:
     """Delete tars of the partition that the new tables do not reference (recordings gone, or now
     without kept segments); they are unreachable from the tables."""
     n = 0
-    for obj in lake.iter_objects(layout.tars_prefix(partition)):
+    for obj in lake.iter_objects(lake_layout.segmented_tars_prefix(partition)):
         if obj.key not in referenced:
             lake.delete(obj.key)
             n += 1

@@ -1,7 +1,8 @@
-"""Every name the segmentation stage gives: lake keys, segment keys, tar member names (one place, so the
-lake-layout owner can take these functions over as they are).
+"""Names the segmentation stage gives inside its outputs: segment keys, recording names, tar member
+names. Every lake key (tables, tars) is :mod:`asr_distill.lake`'s (``segmented_*_key``); this module
+only composes :func:`tar_key` from it.
 
-Lake layout, below ``segmented_audio/<partition>/``::
+Lake layout, below ``segmented_audio/<partition>/`` (see :mod:`asr_distill.lake`)::
 
     recordings.parquet            one row per long recording (RECORDINGS_SCHEMA)
     segments.parquet              one row per segment, kept or quarantined (SEGMENTS_SCHEMA)
@@ -22,32 +23,13 @@ it returns; :func:`could_be_raw_key` is the check).
 
 from __future__ import annotations
 
+from asr_distill import lake
 from asr_distill.stages.index.schema import AUDIO_EXTENSIONS
 from asr_distill.stages.shards.layout import sample_key
-from asr_distill.storage import join_key
 
-ROOT = "segmented_audio"
 SEGMENT_SEP = "#s"
 INDEX_DIGITS = 6
 MAX_SEGMENTS = 10**INDEX_DIGITS  # >= 12 h / 1024 samples (the shortest possible segment plus gap)
-
-
-def partition_prefix(partition: str) -> str:
-    if "/" in partition:
-        raise ValueError(f"a partition name cannot contain '/': {partition!r}")
-    return join_key(ROOT, partition) + "/"
-
-
-def recordings_key(partition: str) -> str:
-    return join_key(ROOT, partition, "recordings.parquet")
-
-
-def segments_key(partition: str) -> str:
-    return join_key(ROOT, partition, "segments.parquet")
-
-
-def tars_prefix(partition: str) -> str:
-    return join_key(ROOT, partition, "tars") + "/"
 
 
 def recording_name(source_key: str, partition: str) -> str:
@@ -55,7 +37,8 @@ def recording_name(source_key: str, partition: str) -> str:
 
 
 def tar_key(partition: str, source_key: str) -> str:
-    return join_key(ROOT, partition, "tars", recording_name(source_key, partition) + ".tar")
+    """The tar of ``source_key``'s kept segments (:func:`asr_distill.lake.segmented_tar_key`)."""
+    return lake.segmented_tar_key(partition, recording_name(source_key, partition))
 
 
 def key_extension(key: str) -> str:

@@ -1,4 +1,5 @@
-"""Table I/O of the segmentation stage (one place): write the two tables atomically, read them back.
+"""Table I/O of the segmentation stage: write the two tables atomically (streamed), read them back
+(whole-table reads and footers through :mod:`asr_distill.tableio`; keys from :mod:`asr_distill.lake`).
 
 Both tables are staged locally and appear only when the run finishes (a failed run leaves what the
 keys held before). ``segments.parquet`` is written while recordings complete, so it is never held in
@@ -16,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from asr_distill.stages.segment import layout
+from asr_distill import lake as layout
 from asr_distill.stages.segment.schema import (
     META_CONFIG,
     META_FINGERPRINT,
@@ -27,6 +28,7 @@ from asr_distill.stages.segment.schema import (
     SEGMENTS_SCHEMA,
 )
 from asr_distill.storage import Storage
+from asr_distill.tableio import read_table
 
 Row = dict[str, Any]
 BATCH_ROWS = 2048
@@ -94,8 +96,8 @@ def open_tables(
         META_FINGERPRINT: json.dumps(dict(fingerprint), sort_keys=True).encode(),
     }
     with (
-        lake.staged_file(layout.segments_key(partition), suffix=".parquet") as seg_path,
-        lake.staged_file(layout.recordings_key(partition), suffix=".parquet") as rec_path,
+        lake.staged_file(layout.segmented_segments_key(partition), suffix=".parquet") as seg_path,
+        lake.staged_file(layout.segmented_recordings_key(partition), suffix=".parquet") as rec_path,
         pq.ParquetWriter(rec_path, RECORDINGS_SCHEMA.with_metadata(meta), compression=compression) as rw,
         pq.ParquetWriter(seg_path, SEGMENTS_SCHEMA.with_metadata(meta), compression=compression) as sw,
     ):
@@ -105,20 +107,21 @@ def open_tables(
 # -- reading ----------------------------------------------------------------------------------------
 def read_recordings(lake: Storage, partition: str) -> list[Row]:
     """Every row of the partition's recordings table (one per long recording: small)."""
-    with lake.local_copy(layout.recordings_key(partition), suffix=".parquet") as path:
-        return _from_arrow(pq.read_table(path, schema=RECORDINGS_SCHEMA).to_pylist())
+    table = read_table(lake, layout.segmented_recordings_key(partition))
+    return _from_arrow(table.cast(RECORDINGS_SCHEMA.with_metadata(table.schema.metadata)).to_pylist())
 
 
 def read_summary(lake: Storage, partition: str) -> dict[str, Any] | None:
     """The summary stored with the recordings table (None when absent)."""
-    with lake.local_copy(layout.recordings_key(partition), suffix=".parquet") as path:
+    # the footer's key-value metadata (added when the file closed), which the schema does not carry
+    with lake.local_copy(layout.segmented_recordings_key(partition), suffix=".parquet") as path:
         meta = pq.read_metadata(path).metadata or {}
     return json.loads(meta[META_SUMMARY]) if META_SUMMARY in meta else None
 
 
 def iter_segments(lake: Storage, partition: str, columns: list[str] | None = None) -> Iterator[Row]:
     """The partition's segment rows in table order (source key, then time), streamed."""
-    with lake.local_copy(layout.segments_key(partition), suffix=".parquet") as path:
+    with lake.local_copy(layout.segmented_segments_key(partition), suffix=".parquet") as path:
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
             yield from batch.to_pylist()
@@ -148,7 +151,7 @@ def previous_tables(
 ) -> Iterator[tuple[dict[str, Row], PreviousSegments] | None]:
     """The previous run's recordings (by source key) and a segments cursor; None when there is no
     complete, readable pair of tables."""
-    rec_key, seg_key = layout.recordings_key(partition), layout.segments_key(partition)
+    rec_key, seg_key = layout.segmented_recordings_key(partition), layout.segmented_segments_key(partition)
     if not (lake.exists(rec_key) and lake.exists(seg_key)):
         yield None
         return

@@ -43,7 +43,17 @@ class VerifyReport:
     recordings: int = 0
     segments: int = 0
     members_checked: int = 0
-    problems: list[str] = field(default_factory=list)
+    accounting_problems: list[str] = field(default_factory=list)  # sample identities, counts, statuses
+    order_problems: list[str] = field(default_factory=list)  # order, bounds, overlap, <= 30 s, keys
+    member_problems: list[str] = field(default_factory=list)  # tar members: exist, size, content
+
+    @property
+    def invariant_problems(self) -> list[str]:
+        return self.accounting_problems + self.order_problems
+
+    @property
+    def problems(self) -> list[str]:
+        return self.invariant_problems + self.member_problems
 
     @property
     def ok(self) -> bool:
@@ -76,11 +86,12 @@ def _group(rows: Iterator[Row]) -> Iterator[tuple[str, list[Row]]]:
         yield cur[0]["source_key"], cur
 
 
-def _check_recording(rec: Row, segs: list[Row], max_len: int, p: list[str]) -> None:
+def _check_recording(rec: Row, segs: list[Row], max_len: int, acc: list[str], p: list[str]) -> None:
+    """Accounting problems go to ``acc``, order/bounds/length/key problems to ``p``."""
     key = rec["source_key"]
     if rec["status"] not in REUSABLE_STATUSES:
         if segs:
-            p.append(f"{key}: status {rec['status']} but {len(segs)} segment rows")
+            acc.append(f"{key}: status {rec['status']} but {len(segs)} segment rows")
         return
     n = int(rec["n_samples"])
     kept = quar = non_speech = 0
@@ -98,7 +109,7 @@ def _check_recording(rec: Row, segs: list[Row], max_len: int, p: list[str]) -> N
         if a < cursor:
             p.append(f"{sk}: overlaps the previous segment")
         if s["num_samples"] != b - a:
-            p.append(f"{sk}: num_samples {s['num_samples']} != {b - a}")
+            acc.append(f"{sk}: num_samples {s['num_samples']} != {b - a}")
         if s["keep"] and b - a > max_len:
             p.append(f"{sk}: kept segment of {b - a} samples > {max_len}")
         if s["keep"] == bool(s["reasons"]):
@@ -114,21 +125,21 @@ def _check_recording(rec: Row, segs: list[Row], max_len: int, p: list[str]) -> N
             by_reason[s["reasons"][0]] = by_reason.get(s["reasons"][0], 0) + b - a
     non_speech += n - cursor
     if kept + quar + non_speech != n:
-        p.append(f"{key}: kept {kept} + quarantined {quar} + non-speech {non_speech} != {n} samples")
+        acc.append(f"{key}: kept {kept} + quarantined {quar} + non-speech {non_speech} != {n} samples")
     recorded = (rec["kept_samples"], rec["quarantined_samples"], rec["non_speech_samples"])
     if recorded != (kept, quar, non_speech):
-        p.append(f"{key}: recording row says {recorded}, segments give {(kept, quar, non_speech)}")
+        acc.append(f"{key}: recording row says {recorded}, segments give {(kept, quar, non_speech)}")
     if (rec["quarantined_samples_by_reason"] or {}) != by_reason:
-        p.append(
+        acc.append(
             f"{key}: quarantined samples by reason {rec['quarantined_samples_by_reason']} != {by_reason}"
         )
     n_kept = sum(1 for s in segs if s["keep"])
     if (rec["kept_segments"], rec["quarantined_segments"]) != (n_kept, len(segs) - n_kept):
-        p.append(f"{key}: segment counts differ from the recording row")
+        acc.append(f"{key}: segment counts differ from the recording row")
     if rec["status"] == "no_speech" and segs:
-        p.append(f"{key}: no_speech with segments")
+        acc.append(f"{key}: no_speech with segments")
     if n_kept and not rec["tar_key"]:
-        p.append(f"{key}: kept segments but no tar")
+        acc.append(f"{key}: kept segments but no tar")
 
 
 def _check_member(lake: Storage, s: Row, p: list[str], check_hashes: bool) -> None:
@@ -167,7 +178,7 @@ def verify_partition(
     """Run every check (see the module docstring); ``report.raise_on_problems()`` makes it blocking.
     ``check_hashes=False`` checks member headers only (no FLAC decode)."""
     report = VerifyReport()
-    p = report.problems
+    p, acc = report.order_problems, report.accounting_problems
     max_len = SegmentConfig.samples(max_segment_s)
     recs = read_recordings(lake, partition)
     report.recordings = len(recs)
@@ -183,15 +194,15 @@ def verify_partition(
         seen.add(key)
         rec = by_key.get(key)
         if rec is None:
-            p.append(f"{key}: segment rows without a recording row")
+            acc.append(f"{key}: segment rows without a recording row")
             continue
-        _check_recording(rec, segs, max_len, p)
+        _check_recording(rec, segs, max_len, acc, p)
         if check_members:
             for s in segs:
                 if s["keep"]:
-                    _check_member(lake, s, p, check_hashes)
+                    _check_member(lake, s, report.member_problems, check_hashes)
                     report.members_checked += 1
     for key in rec_keys:
         if key not in seen:
-            _check_recording(by_key[key], [], max_len, p)
+            _check_recording(by_key[key], [], max_len, acc, p)
     return report
