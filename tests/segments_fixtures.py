@@ -77,3 +77,40 @@ def segment(
 
 def segments_table(lake: LocalStorage, partition: str) -> pa.Table:
     return read_table(lake, segment_layout.segments_key(partition))
+
+
+SEGMENTED_PARTITION = "lf"
+NARRATOR = "narrator"
+
+
+def build_segmented_lake(demo_raw: LocalStorage, root: Path, work: Path) -> dict[str, Any]:
+    """A labelled lake of partition ``lf``: short clips (three copied from the demo corpus's
+    ``en_read``) and the two long recordings (the monologue with speaker ``narrator``), through the real
+    index, clean, segmentation and shards stages, then controlled labels (manifests not run)."""
+    from asr_distill import lake as L
+    from asr_distill.stages.clean import clean_to_tables, read_index_rows
+    from asr_distill.stages.index.build import build_index
+    from asr_distill.stages.shards import run_shards
+    from tests.manifests_fixtures import SHARD_CONFIG, _label_controlled
+
+    lf = SEGMENTED_PARTITION
+    raw = LocalStorage(root / "raw")
+    objects = list(demo_raw.iter_objects("en_read/"))
+    stems = sorted({o.key.rsplit(".", 1)[0] for o in objects if o.key.endswith(".wav")})[:3]
+    for o in objects:
+        if o.key.rsplit(".", 1)[0] in stems:
+            raw.write_bytes(f"{lf}/short/" + o.key.rsplit("/", 1)[-1], demo_raw.read_bytes(o.key))
+    long_keys = write_long_recordings(root / "raw", lf, work)
+    speakers = {k: NARRATOR for k in long_keys if k.endswith("monologue.wav")}
+    lake = LocalStorage(root / "lake")
+    build_index(raw, lake, lf, lf + "/", L.audio_index_key(lf))
+    clean_to_tables(read_index_rows(lake, L.audio_index_key(lf)), raw, lake, kept_key=L.cleaned_kept_key(lf),
+                    quarantine_key=L.cleaned_quarantine_key(lf), executor="inline")  # fmt: skip
+    segment(raw, lake, lf, long_keys, speakers)
+    shards = run_shards(raw, lake, lf, SHARD_CONFIG, executor="inline")
+    kept = read_table(lake, L.cleaned_kept_key(lf)).to_pylist()
+    assert kept and shards.ok and shards.planned_segments >= 3
+    assert shards.samples == shards.planned_segments + len(kept)
+    index = read_table(lake, L.shard_layout(lf).index_key).to_pylist()
+    _label_controlled(lake, lf, index, {r["key"]: r["reference_text"] for r in kept}, cases=False)
+    return {"lake": lake, "segments": segments_table(lake, lf), "long_keys": long_keys, "clips": len(kept)}

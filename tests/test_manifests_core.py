@@ -333,46 +333,21 @@ def test_checks_pass_and_catch_damage(built, tmp_path) -> None:
 
 
 # -- segments of long recordings -----------------------------------------------------------------------
-LF = "lf"
-NARRATOR = "narrator"
+LF = "lf"  # tests.segments_fixtures.SEGMENTED_PARTITION
+NARRATOR = "narrator"  # tests.segments_fixtures.NARRATOR
 
 
 @pytest.fixture(scope="module")
 def segmented(demo_corpus, tmp_path_factory) -> dict[str, Any]:
-    """Partition ``lf``: short clips (three copied from the demo corpus) and two long recordings (one
-    with a known speaker), through the real index, clean, segmentation and shards stages, controlled
-    labels, then the manifests."""
-    from asr_distill.stages.clean import clean_to_tables, read_index_rows
-    from asr_distill.stages.index.build import build_index
-    from asr_distill.stages.shards import run_shards
-    from tests.manifests_fixtures import SHARD_CONFIG, _label_controlled
-    from tests.segments_fixtures import segment, segments_table, write_long_recordings
+    from tests.segments_fixtures import build_segmented_lake
 
     demo_raw, _ = demo_corpus
-    root = tmp_path_factory.mktemp("segmented")
-    raw = LocalStorage(root / "raw")
-    stems = sorted(
-        {o.key.rsplit(".", 1)[0] for o in demo_raw.iter_objects("en_read/") if o.key.endswith(".wav")}
+    built = build_segmented_lake(
+        demo_raw, tmp_path_factory.mktemp("segmented"), tmp_path_factory.getbasetemp()
     )
-    for o in demo_raw.iter_objects("en_read/"):
-        if o.key.rsplit(".", 1)[0] in stems[:3]:
-            raw.write_bytes(LF + "/short/" + o.key.rsplit("/", 1)[-1], demo_raw.read_bytes(o.key))
-    long_keys = write_long_recordings(root / "raw", LF, tmp_path_factory.getbasetemp())
-    speakers = {k: NARRATOR for k in long_keys if k.endswith("monologue.wav")}
-    lake = LocalStorage(root / "lake")
-    build_index(raw, lake, LF, LF + "/", L.audio_index_key(LF))
-    clean_to_tables(read_index_rows(lake, L.audio_index_key(LF)), raw, lake, kept_key=L.cleaned_kept_key(LF),
-                    quarantine_key=L.cleaned_quarantine_key(LF), executor="inline")  # fmt: skip
-    segment(raw, lake, LF, long_keys, speakers)
-    shards = run_shards(raw, lake, LF, SHARD_CONFIG, executor="inline")
-    kept = pq.read_table(lake.local_path(L.cleaned_kept_key(LF))).to_pylist()
-    assert kept and shards.ok and shards.planned_segments >= 3
-    assert shards.samples == shards.planned_segments + len(kept)
-    _label_controlled(lake, LF, _index(lake, LF), {r["key"]: r["reference_text"] for r in kept}, cases=False)
-    summary = run_manifests(lake, CFG, partitions=[LF])
-    record, manifest, dropped = load_version(lake, summary.version)
-    return {"lake": lake, "summary": summary, "record": record, "manifest": manifest, "dropped": dropped,
-            "segments": segments_table(lake, LF), "long_keys": long_keys, "clips": len(kept)}  # fmt: skip
+    summary = run_manifests(built["lake"], CFG, partitions=[LF])
+    record, manifest, dropped = load_version(built["lake"], summary.version)
+    return {**built, "summary": summary, "record": record, "manifest": manifest, "dropped": dropped}
 
 
 def test_segments_carry_their_provenance_into_the_manifest(segmented) -> None:
