@@ -39,6 +39,7 @@ from asr_distill.stages.manifests import (
 from asr_distill.stages.manifests.formats import lhotse_cut
 from asr_distill.storage import LocalStorage
 from tests.manifests_fixtures import CONTROLLED, ORPHAN_KEY, PARTITIONS, build_labelled_lake, copy_lake
+from tests.segments_fixtures import NARRATOR, SEGMENTED_PARTITION, build_segmented_lake
 
 CFG = ManifestConfig(dev_fraction=0.2, test_fraction=0.2)
 
@@ -333,14 +334,11 @@ def test_checks_pass_and_catch_damage(built, tmp_path) -> None:
 
 
 # -- segments of long recordings -----------------------------------------------------------------------
-LF = "lf"  # tests.segments_fixtures.SEGMENTED_PARTITION
-NARRATOR = "narrator"  # tests.segments_fixtures.NARRATOR
+LF = SEGMENTED_PARTITION
 
 
 @pytest.fixture(scope="module")
 def segmented(demo_corpus, tmp_path_factory) -> dict[str, Any]:
-    from tests.segments_fixtures import build_segmented_lake
-
     demo_raw, _ = demo_corpus
     built = build_segmented_lake(
         demo_raw, tmp_path_factory.mktemp("segmented"), tmp_path_factory.getbasetemp()

@@ -275,7 +275,7 @@ def plan_partition(
         by_sample_key[skey] = key
         return skey
 
-    def bucket_for(key: str, n: int | None, dur: Any) -> int | None:
+    def bucket_for(key: str, dur: Any) -> int | None:
         dur = None if dur is None or (isinstance(dur, float) and math.isnan(dur)) else float(dur)
         if dur is None:
             rejected.append((key, "no_duration"))
@@ -291,7 +291,7 @@ def plan_partition(
         n = get(row, "num_samples")
         n = None if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
         dur = n / rate if n is not None else get(row, "duration_s")
-        b = bucket_for(key, n, dur)
+        b = bucket_for(key, dur)
         if b is None:
             continue
         speaker = _str_or_none(get(row, "speaker"))
@@ -316,7 +316,7 @@ def plan_partition(
         key = str(seg["segment_key"])
         skey = claim(key, seg.get("partition"))
         n = int(seg["num_samples"])
-        b = bucket_for(key, n, n / rate)
+        b = bucket_for(key, n / rate)
         if b is None:
             continue
         if not seg.get("tar_key") or seg.get("member_offset") is None or seg.get("member_size") is None:

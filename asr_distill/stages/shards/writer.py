@@ -1,13 +1,15 @@
-"""Write one partition's shards: plan from the table, encode on all cores, write tars in order.
+"""Write one partition's shards: plan from the tables, encode on all cores, write tars in order.
 
 Flow of :func:`write_shards`:
 
-1. :func:`~asr_distill.stages.shards.plan.plan_partition` buckets and orders the kept rows (table only).
+1. :func:`~asr_distill.stages.shards.plan.plan_partition` buckets and orders the kept rows and kept
+   segments (tables only).
 2. Per bucket, the shards a previous run committed are reused while they match the plan: same config
    fingerprint, same samples (sample key + digest of the planned content) at the same positions, closed
    for the same reason (the count bound; the bucket's end; or the byte bound, then with the same next
    sample, whose size decided it), and the object still has the recorded size and sha256.
-3. Every remaining clip is decoded, checked and encoded in a process pool (bounded: at most
+3. Every remaining clip is decoded (a segment of a long recording: its FLAC member read by byte range
+   from the lake), checked and encoded in a process pool (bounded: at most
    ``2 * workers`` chunks in flight), and the results come back in plan order.
 4. The driver appends members to the current shard (streamed to ``lake.open_write``: atomic, a crash
    leaves no partial tar under a final key) and closes it before a sample would take it past
@@ -133,7 +135,9 @@ class ShardSummary:
     bytes_written: int = 0  # written by this run
     audio_s_encoded: float = 0.0
     stale_deleted: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (row key: clip or segment key, plan rejection)
+    rejected: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (row key: clip or segment key, plan rejection)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (row key, reason, detail)
     written_keys: list[str] = field(default_factory=list)  # shards (re)written by this run
     buckets: dict[str, BucketStats] = field(default_factory=dict)
@@ -622,7 +626,12 @@ def write_shards(
         )
 
     encoder: OrderedPool[PlannedSample, EncodedSample] = OrderedPool(
-        _encode_chunk, (loader, cfg, lake), on_crash=_crashed, executor=executor, workers=n_workers, name="shards"
+        _encode_chunk,
+        (loader, cfg, lake),
+        on_crash=_crashed,
+        executor=executor,
+        workers=n_workers,
+        name="shards",
     )
     all_todo = (s for b in plan.buckets for s in todo[b.index])
     batches = encoder.map(chunked(all_todo, chunk_size), in_flight=2 * n_workers)
