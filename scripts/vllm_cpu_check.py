@@ -58,10 +58,10 @@ def cpu_model() -> str:
 
 
 def main() -> int:
+    from asr_distill.hf_parity import load_clips
     from asr_distill.teachers import ct2_to_hf
     from asr_distill.teachers.base import SAMPLE_RATE
     from asr_distill.teachers.faster_whisper import FasterWhisperConfig, bundled_model_path
-    from asr_distill.hf_parity import load_clips
     from asr_distill.teachers.vllm_backend import VllmConfig
 
     ap = argparse.ArgumentParser()

@@ -39,6 +39,7 @@ from asr_distill.stages.manifests import (
 from asr_distill.stages.manifests.formats import lhotse_cut
 from asr_distill.storage import LocalStorage
 from tests.manifests_fixtures import CONTROLLED, ORPHAN_KEY, PARTITIONS, build_labelled_lake, copy_lake
+from tests.segments_fixtures import NARRATOR, SEGMENTED_PARTITION, build_segmented_lake
 
 CFG = ManifestConfig(dev_fraction=0.2, test_fraction=0.2)
 
@@ -260,9 +261,11 @@ def test_nemo_manifests_point_into_their_tars(built) -> None:
         want = [r for r in rows if r["split"] == split]
         assert len(entries) == len(want) and len(tars) == len(set(tars))
         for e, r in zip(entries, want, strict=True):
-            assert set(e) == {"audio_filepath", "duration", "text", "shard_id", "lang"}
+            assert set(e) == {"audio_filepath", "duration", "text", "shard_id", "lang", "source_key",
+                              "source_offset_s", "segment_index"}  # fmt: skip
             assert (e["audio_filepath"], e["duration"], e["text"], e["lang"]) == (
                 r["audio_member"], r["duration_s"], r["text"], r["language"])  # fmt: skip
+            assert (e["source_key"], e["source_offset_s"], e["segment_index"]) == (r["source_key"], 0.0, -1)
             tar = tars[e["shard_id"]]
             assert Path(tar).is_file() and tar.endswith(r["shard_key"])
             if tar not in members:
@@ -328,3 +331,94 @@ def test_checks_pass_and_catch_damage(built, tmp_path) -> None:
     path.write_bytes(bytes(data[:1024]))
     assert any(p["problem"] == "member_outside_tar" for p in check_members(copy, manifest))
     shutil.rmtree(tmp_path / "lake")
+
+
+# -- segments of long recordings -----------------------------------------------------------------------
+LF = SEGMENTED_PARTITION
+
+
+@pytest.fixture(scope="module")
+def segmented(demo_corpus, tmp_path_factory) -> dict[str, Any]:
+    demo_raw, _ = demo_corpus
+    built = build_segmented_lake(
+        demo_raw, tmp_path_factory.mktemp("segmented"), tmp_path_factory.getbasetemp()
+    )
+    summary = run_manifests(built["lake"], CFG, partitions=[LF])
+    record, manifest, dropped = load_version(built["lake"], summary.version)
+    return {**built, "summary": summary, "record": record, "manifest": manifest, "dropped": dropped}
+
+
+def test_segments_carry_their_provenance_into_the_manifest(segmented) -> None:
+    manifest, record = segmented["manifest"], segmented["record"]
+    kept_segs = {r["segment_key"]: r for r in segmented["segments"].to_pylist() if r["keep"]}
+    rows = manifest.to_pylist()
+    assert segmented["dropped"].num_rows == 0 and record["counts"][0]["accounted"] == len(rows)
+    segs = {r["segment_key"]: r for r in rows if r["segment_key"] is not None}
+    clips = [r for r in rows if r["segment_key"] is None]
+    assert set(segs) == set(kept_segs) and len(clips) == segmented["clips"]
+    assert all((r["segment_index"], r["offset_s"]) == (-1, 0.0) and r["source_key"].startswith(LF + "/short/")
+               for r in clips)  # fmt: skip
+    for key, r in segs.items():
+        seg = kept_segs[key]
+        assert (r["source_key"], r["segment_index"], r["offset_s"]) == (
+            seg["source_key"], seg["segment_index"], seg["offset_s"])  # fmt: skip
+        assert r["reference_text"] is None and r["error_rate"] is None  # no aligned reference
+        assert r["speaker"] == (NARRATOR if r["source_key"].endswith("monologue.wav") else None)
+    lake = segmented["lake"]
+    assert check_members(lake, manifest) == [] and check_durations(manifest, CFG) == []
+    assert check_formats(lake, record, manifest) == []
+    assert check_counts(lake, record, manifest, segmented["dropped"]) == []
+
+
+def test_all_segments_of_a_recording_share_one_split(segmented) -> None:
+    manifest = segmented["manifest"]
+    rows = [r for r in manifest.to_pylist() if r["segment_key"] is not None]
+    by_recording: dict[str, set[str]] = {}
+    for r in rows:
+        by_recording.setdefault(r["source_key"], set()).add(r["split"])
+    assert set(by_recording) == set(segmented["long_keys"]) and all(
+        len(v) == 1 for v in by_recording.values()
+    )
+    for key, (split,) in by_recording.items():
+        # the speaker when known (speaker-disjoint with the clips of that speaker), else the recording
+        group = f"spk:{NARRATOR}" if key.endswith("monologue.wav") else f"src:{key}"
+        assert split == CFG.split_of(group)
+    assert max(Counter(r["source_key"] for r in rows).values()) >= 2
+    assert check_splits_disjoint(manifest, CFG) == []
+    # the check fails when a recording's segments are in two splits
+    multi = next(k for k, n in Counter(r["source_key"] for r in rows).items() if n >= 2)
+    i = next(i for i, r in enumerate(manifest.to_pylist()) if r["source_key"] == multi)
+    splits = manifest.column("split").to_pylist()
+    splits[i] = next(s for s in SPLITS if s != splits[i])
+    bad = manifest.set_column(0, "split", pa.array(splits, pa.string()))
+    assert {p["problem"] for p in check_splits_disjoint(bad, CFG)} >= {"recording_in_several_splits"}
+
+
+def test_nemo_lines_carry_no_offset_and_lhotse_cuts_name_the_segment(segmented) -> None:
+    lake, manifest = segmented["lake"], segmented["manifest"]
+    layout = L.manifest_layout(segmented["summary"].version)
+    by_member = {r["audio_member"]: r for r in manifest.to_pylist()}
+    seen = 0
+    for split in SPLITS:
+        for e in read_jsonl(lake, layout.nemo_manifest_key(split)):
+            r = by_member[e["audio_filepath"]]
+            assert "offset" not in e  # NeMo would seek inside the member
+            assert (e["source_key"], e["source_offset_s"], e["segment_index"]) == (
+                r["source_key"], r["offset_s"], r["segment_index"])  # fmt: skip
+            seen += 1
+        for cut in read_jsonl(lake, layout.lhotse_cuts_key(split)):
+            r = next(x for x in by_member.values() if x["sample_key"] == cut["id"])
+            assert cut["start"] == 0.0 and cut["duration"] == r["duration_s"]
+            c = cut["custom"]
+            assert (c["source_key"], c["segment_key"], c["segment_index"], c["source_offset_s"]) == (
+                r["source_key"], r["segment_key"], r["segment_index"], r["offset_s"])  # fmt: skip
+    assert seen == manifest.num_rows
+    # the formats check catches an offset field
+    key = layout.nemo_manifest_key("train")
+    lines = read_jsonl(lake, key)
+    if lines:
+        lines[0]["offset"] = 1.0
+        lake.write_bytes(key, "".join(json.dumps(x) + "\n" for x in lines).encode())
+        assert {p["problem"] for p in check_formats(lake, segmented["record"], manifest)} >= {
+            "nemo_offset_field"
+        }

@@ -57,3 +57,38 @@ def test_our_shards_are_not_lhotse_shar(built) -> None:
     # Shar expects each .json member to be a Lhotse manifest; ours hold our metadata (bucket, ...).
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         list(TarIterator(path))
+
+
+@pytest.fixture(scope="module")
+def segmented(demo_corpus, tmp_path_factory):
+    from tests.segments_fixtures import SEGMENTED_PARTITION, build_segmented_lake
+
+    raw, _ = demo_corpus
+    built = build_segmented_lake(raw, tmp_path_factory.mktemp("lh_segmented"), tmp_path_factory.getbasetemp())
+    cfg = ManifestConfig(dev_fraction=0.2, test_fraction=0.2)
+    summary = run_manifests(built["lake"], cfg, partitions=[SEGMENTED_PARTITION])
+    return built, summary.version
+
+
+def test_lhotse_loads_segment_cuts_with_their_provenance(segmented) -> None:
+    built, version = segmented
+    lake = built["lake"]
+    layout = manifest_layout(version)
+    segs = {r["segment_key"]: r for r in built["segments"].to_pylist() if r["keep"]}
+    reader = ShardAudioReader(lake)
+    seen = 0
+    for split in ("train", "dev", "test"):
+        rows = {s.sample_key: s for s in read_split(lake, split, version)}
+        for cut in lhotse.CutSet.from_jsonl_lazy(lake.local_path(layout.lhotse_cuts_key(split))):
+            c = cut.custom
+            if c["segment_key"] is None:
+                assert (c["segment_index"], c["source_offset_s"]) == (-1, 0.0)
+                continue
+            seg = segs[c["segment_key"]]
+            assert (c["source_key"], c["segment_index"], c["source_offset_s"]) == (
+                seg["source_key"], seg["segment_index"], seg["offset_s"])  # fmt: skip
+            assert cut.start == 0.0 and cut.num_samples == seg["num_samples"]
+            audio = cut.load_audio()
+            np.testing.assert_allclose(audio[0], reader.read(rows[cut.id]), atol=1e-6)
+            seen += 1
+    assert seen == len(segs)

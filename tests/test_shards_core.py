@@ -770,3 +770,191 @@ def test_demo_corpus_partition_end_to_end(demo_corpus: Any, tmp_path: Path) -> N
     index, shards = load_outputs(work, partition)
     assert check_coverage(kept.column("key").to_pylist(), index) == []
     assert check_tars(work, shards, index, cfg) == [] and check_buckets(index, cfg) == []
+
+
+# -- kept segments of long recordings beside the kept clips ---------------------------------------------
+MIXED_CFG = ShardConfig(max_shard_samples=4)
+
+
+@pytest.fixture(scope="module")
+def mixed(corpus: tuple[LocalStorage, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The kept clips of ``corpus`` plus the kept segments of two long recordings (segmented by the real
+    segmentation core into the same lake), sharded by ``run_shards`` with two worker processes."""
+    from asr_distill import lake as L
+    from asr_distill.stages.shards import run_shards
+    from asr_distill.tableio import write_table
+    from tests.segments_fixtures import segment, segments_table, write_long_recordings
+
+    raw, kept = corpus
+    root = tmp_path_factory.mktemp("mixed")
+    long_keys = write_long_recordings(root / "long_raw", PART, tmp_path_factory.getbasetemp())
+    long_raw, lake = LocalStorage(root / "long_raw"), LocalStorage(root / "lake")
+    seg_summary = segment(long_raw, lake, PART, long_keys)
+    assert seg_summary.kept_segments >= 3, seg_summary
+    write_table(lake, L.cleaned_kept_key(PART), kept)
+    summary = run_shards(raw, lake, PART, MIXED_CFG, workers=2)
+    index, shards = load_outputs(lake, PART)
+    segs = segments_table(lake, PART)
+    return {"raw": raw, "lake": lake, "summary": summary, "index": index, "shards": shards, "segments": segs,
+            "kept": kept, "long_keys": long_keys}  # fmt: skip
+
+
+def _kept_segments(segs: pa.Table) -> list[dict[str, Any]]:
+    return [r for r in segs.to_pylist() if r["keep"]]
+
+
+def _json_members(lake: LocalStorage, index: pa.Table) -> dict[str, dict[str, Any]]:
+    return {
+        r["sample_key"]: json.loads(read_member(lake, r["shard_key"], r["json_offset"], r["json_size"]))
+        for r in index.to_pylist()
+    }
+
+
+def test_kept_segments_and_clips_become_samples_alike(mixed: dict[str, Any]) -> None:
+    lake, index, shards, summary = mixed["lake"], mixed["index"], mixed["shards"], mixed["summary"]
+    kept_segs = _kept_segments(mixed["segments"])
+    kept_keys = mixed["kept"].column("key").to_pylist() + [s["segment_key"] for s in kept_segs]
+    assert summary.ok and summary.input_rows == 35 and summary.input_segments == len(kept_segs)
+    assert summary.samples == summary.planned == 35 + len(kept_segs) and summary.planned_segments == len(
+        kept_segs
+    )
+    assert check_coverage(kept_keys, index) == []
+    assert check_tars(lake, shards, index, MIXED_CFG) == [] and check_buckets(index, MIXED_CFG) == []
+    assert check_shard_sizes(shards, MIXED_CFG) == [] and check_wids(lake, shard_layout(PART), shards) == []
+    rows = index.to_pylist()
+    clips = [r for r in rows if r["segment_key"] is None]
+    segs = {r["segment_key"]: r for r in rows if r["segment_key"] is not None}
+    assert len(clips) == 35 and set(segs) == {s["segment_key"] for s in kept_segs}
+    assert all(r["segment_index"] == -1 and r["offset_s"] == 0.0 for r in clips)
+    for seg in kept_segs:
+        r = segs[seg["segment_key"]]
+        # sample key: the shards' rule applied to the segment key; provenance: the recording
+        assert r["sample_key"] == sample_key(seg["segment_key"], PART) and is_safe_sample_key(r["sample_key"])
+        assert (r["source_key"], r["segment_index"], r["offset_s"]) == (
+            seg["source_key"], seg["segment_index"], seg["offset_s"])  # fmt: skip
+        assert r["source_key"] in mixed["long_keys"]
+        # the audio is the segment member's PCM, sample for sample (lossless, never re-decoded from raw)
+        audio = read_member(lake, r["shard_key"], r["audio_offset"], r["audio_size"])
+        pcm, rate = sf.read(io.BytesIO(audio), dtype="int16")
+        member, member_rate = sf.read(
+            io.BytesIO(lake.read_range(seg["tar_key"], seg["member_offset"], seg["member_size"])),
+            dtype="int16",
+        )
+        assert rate == member_rate == 16_000 and np.array_equal(pcm, member)
+        assert len(pcm) == r["num_samples"] == seg["num_samples"]
+        assert hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest() == r["pcm_sha256"] == seg["pcm_sha256"]
+    # both kinds spread over the buckets: some shard holds a segment and a clip
+    by_shard: dict[str, set[bool]] = {}
+    for r in rows:
+        by_shard.setdefault(r["shard_key"], set()).add(r["segment_key"] is None)
+    assert any(kinds == {True, False} for kinds in by_shard.values())
+
+
+def test_sample_json_has_one_schema_for_clips_and_segments(mixed: dict[str, Any]) -> None:
+    metas = _json_members(mixed["lake"], mixed["index"])
+    index = {r["sample_key"]: r for r in mixed["index"].to_pylist()}
+    schemas = {tuple(sorted((k, type(v).__name__) for k, v in m.items())) for m in metas.values()}
+    assert len(schemas) == 1, schemas  # same fields with the same JSON types in every sample
+    fields = dict(next(iter(schemas)))
+    assert (fields["source_key"], fields["offset_s"], fields["segment_index"]) == ("str", "float", "int")
+    for key, m in metas.items():
+        r = index[key]
+        assert (m["source_key"], m["offset_s"], m["segment_index"]) == (
+            r["source_key"], r["offset_s"], r["segment_index"])  # fmt: skip
+        if r["segment_key"] is not None:  # no aligned reference for a segment
+            assert m["text"] == "" and m["has_text"] is False and m["offset_s"] >= 0.0
+    assert sum(m["segment_index"] >= 0 for m in metas.values()) == len(_kept_segments(mixed["segments"]))
+
+
+def test_hugging_face_datasets_infers_one_schema_for_both_kinds(
+    mixed: dict[str, Any], tmp_path: Path
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    pytest.importorskip("librosa")
+    lake, index = mixed["lake"], mixed["index"]
+    files = [str(lake.local_path(k)) for k in mixed["shards"].column("shard_key").to_pylist()]
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert len(ds) == index.num_rows
+    by_key = {r["sample_key"]: r for r in index.to_pylist()}
+    for item in ds:
+        row = by_key[item["__key__"]]
+        assert (item["json"]["segment_index"], item["json"]["offset_s"]) == (
+            row["segment_index"],
+            row["offset_s"],
+        )
+
+
+def test_a_tampered_segment_is_content_changed(mixed: dict[str, Any], tmp_path: Path) -> None:
+    """A member whose bytes changed, and a row whose hash no longer matches its member: both are
+    ``content_changed``, reported per segment key; the rest is written and the coverage check fails."""
+    lake = LocalStorage(tmp_path / "lake")
+    shutil.copytree(mixed["lake"].root, lake.root)
+    kept_segs = _kept_segments(mixed["segments"])
+    damaged, rehashed = kept_segs[0], kept_segs[-1]
+    path = lake.local_path(damaged["tar_key"])
+    data = bytearray(path.read_bytes())
+    mid = damaged["member_offset"] + damaged["member_size"] // 2
+    data[mid : mid + 64] = bytes(b ^ 0x5A for b in data[mid : mid + 64])
+    path.write_bytes(bytes(data))
+    segs = [dict(r) for r in mixed["segments"].to_pylist()]
+    for r in segs:
+        if r["segment_key"] == rehashed["segment_key"]:
+            r["pcm_sha256"] = "0" * 64
+    summary = write_shards(
+        mixed["kept"],
+        PART,
+        lake,
+        segments=segs,
+        raw=mixed["raw"],
+        config=MIXED_CFG,
+        executor="inline",
+        reuse=False,  # (a committed shard is reused without reading the members again)
+    )
+    failed = {key: reason for key, reason, _ in summary.failed}
+    assert failed == {damaged["segment_key"]: "content_changed", rehashed["segment_key"]: "content_changed"}
+    assert summary.samples == summary.planned - 2 and summary.reasons == {"content_changed": 2}
+    index, _ = load_outputs(lake, PART)
+    keys = mixed["kept"].column("key").to_pylist() + [s["segment_key"] for s in kept_segs]
+    assert {p["source_key"] for p in check_coverage(keys, index)} == {
+        damaged["segment_key"],
+        rehashed["segment_key"],
+    }
+
+
+def test_rerun_reuses_and_a_changed_segments_table_rewrites_only_its_shards(
+    mixed: dict[str, Any], tmp_path: Path
+) -> None:
+    from asr_distill.lake import segmented_segments_key as segments_table_key
+    from asr_distill.stages.shards import run_shards
+    from asr_distill.tableio import write_table
+
+    lake = LocalStorage(tmp_path / "lake")
+    shutil.copytree(mixed["lake"].root, lake.root)
+    before = _tars(lake)
+    again = run_shards(mixed["raw"], lake, PART, MIXED_CFG, executor="inline")
+    assert (
+        again.shards_written == 0
+        and again.shards_reused == mixed["shards"].num_rows
+        and _tars(lake) == before
+    )
+    # the segmentation changed one segment's metadata (here its language): its shard alone is rewritten
+    segs = mixed["segments"]
+    target = _kept_segments(segs)[0]["segment_key"]
+    langs = ["de" if k == target else v for k, v in zip(segs.column("segment_key").to_pylist(),
+                                                          segs.column("language").to_pylist(), strict=True)]  # fmt: skip
+    write_table(lake, segments_table_key(PART), segs.set_column(segs.schema.get_field_index("language"),
+                                                                   "language", pa.array(langs, pa.string())))  # fmt: skip
+    third = run_shards(mixed["raw"], lake, PART, MIXED_CFG, executor="inline")
+    row = next(r for r in load_outputs(lake, PART)[0].to_pylist() if r["segment_key"] == target)
+    assert third.ok and third.shards_written >= 1 and third.shards_reused >= 1
+    assert row["shard_key"] in third.written_keys
+    meta = json.loads(read_member(lake, row["shard_key"], row["json_offset"], row["json_size"]))
+    assert meta["language"] == "de"
+    # without the segments table the partition is the short clips alone
+    lake.delete(segments_table_key(PART))
+    alone = run_shards(mixed["raw"], lake, PART, MIXED_CFG, executor="inline")
+    index, _ = load_outputs(lake, PART)
+    assert alone.ok and alone.samples == 35 and alone.input_segments == 0
+    assert index.column("segment_key").null_count == 35

@@ -94,3 +94,36 @@ def test_corrupted_shard_fails_the_blocking_tar_check(demo_corpus, lake, instanc
     assert again.success
     assert again.asset_materializations_for_node("webdataset_shards")[0].metadata["shards_written"].value >= 1
     assert not check_tars(lake, *reversed(load_outputs(lake, "en_conversational")), ShardConfig())
+
+
+def test_kept_segments_in_the_lake_become_samples_and_pass_every_check(demo_corpus, lake, instance, tmp_path):
+    """A partition whose lake holds segmentation outputs (two long recordings cut by the real
+    segmentation core): the asset shards kept clips and kept segments, and every check passes."""
+    from asr_distill.storage import LocalStorage
+    from tests.segments_fixtures import segment, segments_table, write_long_recordings
+
+    store, _ = demo_corpus
+    part = "en_mixed"
+    register_partitions(instance, [part])
+    long_keys = write_long_recordings(tmp_path / "long_raw", part, tmp_path)
+    segment(LocalStorage(tmp_path / "long_raw"), lake, part, long_keys)
+    kept_segments = [r for r in segments_table(lake, part).to_pylist() if r["keep"]]
+    result = _run(
+        instance, store, lake, part, dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards)
+    )
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+    assert {
+        "shards_cover_kept_rows",
+        "shard_index__one_row_per_kept_clip",
+        "shard_index__source_key__unique",
+    } <= set(checks)
+    md = result.asset_materializations_for_node("webdataset_shards")[0].metadata
+    kept = pq.read_table(lake.local_path(layout.cleaned_kept_key(part)))
+    assert md["kept_segments"].value == md["segment_samples"].value == len(kept_segments) >= 3
+    assert md["samples"].value == kept.num_rows + len(kept_segments) and md["failed_samples"].value == 0
+    index = pq.read_table(lake.local_path(layout.shard_layout(part).index_key))
+    assert sorted(k for k in index.column("segment_key").to_pylist() if k) == sorted(
+        r["segment_key"] for r in kept_segments
+    )

@@ -20,6 +20,7 @@ from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
 from asr_distill.stages.progress import to_log
 from asr_distill.stages.shards import ShardConfig, run_shards
+from asr_distill.stages.shards.run import read_kept_segments
 from asr_distill.stages.shards.schema import META_CONFIG
 from asr_distill.stages.shards.verify import (
     check_buckets,
@@ -94,6 +95,8 @@ def _shard_partition(
         "shards_prefix": dg.MetadataValue.path(lake_store.url(sl.prefix)),
         "wids_index": dg.MetadataValue.path(lake_store.url(sl.wids_key)),
         "kept_rows": s.input_rows,
+        "kept_segments": s.input_segments,
+        "segment_samples": s.planned_segments,
         "samples": s.samples,
         "hours": round(s.hours, 4),
         "shards": s.shards,
@@ -167,6 +170,9 @@ def _shard_problems(store: Storage, partition: str, selected: set[str]) -> Parti
     cfg = ShardConfig.from_dict(json.loads(meta[META_CONFIG])) if META_CONFIG in meta else ShardConfig()
     if "shards_cover_kept_rows" in selected:
         kept = read_table(store, layout.cleaned_kept_key(partition)).column("key").to_pylist()
+        segments = read_kept_segments(store, partition)
+        if segments is not None:
+            kept += segments.column("segment_key").to_pylist()
         yield "shards_cover_kept_rows", check_coverage(kept, index), {"checked": len(kept)}
     if "shards_tars_open" in selected:
         yield "shards_tars_open", check_tars(store, shards, index, cfg), {"checked": shards.num_rows}

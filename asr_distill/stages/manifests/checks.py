@@ -34,15 +34,29 @@ def load_version(lake: Storage, version: str) -> tuple[dict[str, Any], pa.Table,
 
 # -- splits ---------------------------------------------------------------------------------------------
 def check_splits_disjoint(manifest: pa.Table, cfg: ManifestConfig | None = None) -> list[Problem]:
-    """A sample key (per partition) or a known speaker in more than one split."""
+    """A sample key (per partition), a known speaker or the segments of one long recording in more than
+    one split."""
     scope = (cfg or ManifestConfig()).speaker_scope
-    d = manifest.select(["partition", "sample_key", "speaker", "split"]).to_pydict()
+    d = manifest.select(
+        ["partition", "sample_key", "speaker", "split", "source_key", "segment_index"]
+    ).to_pydict()
     by_key: dict[tuple[str, str], set[str]] = defaultdict(set)
     by_speaker: dict[str, set[str]] = defaultdict(set)
-    for part, key, spk, split in zip(d["partition"], d["sample_key"], d["speaker"], d["split"], strict=True):
+    by_recording: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for part, key, spk, split, src, seg in zip(
+        d["partition"],
+        d["sample_key"],
+        d["speaker"],
+        d["split"],
+        d["source_key"],
+        d["segment_index"],
+        strict=True,
+    ):
         by_key[(part, key)].add(split)
         if spk:
             by_speaker[f"{part}/{spk}" if scope == "partition" else spk].add(split)
+        if seg >= 0:
+            by_recording[(part, src)].add(split)
     out: list[Problem] = []
     counts = Counter(zip(d["partition"], d["sample_key"], strict=True))
     for (part, key), n in sorted(counts.items()):
@@ -54,6 +68,10 @@ def check_splits_disjoint(manifest: pa.Table, cfg: ManifestConfig | None = None)
             out.append(
                 {"speaker": spk, "problem": "speaker_in_several_splits", "splits": ",".join(sorted(splits))}
             )
+    for (part, src), splits in sorted(by_recording.items()):
+        if len(splits) > 1:
+            out.append({"partition": part, "source_key": src, "problem": "recording_in_several_splits",
+                        "splits": ",".join(sorted(splits))})  # fmt: skip
     return out[:MAX_PROBLEMS]
 
 
@@ -232,6 +250,8 @@ def check_formats(lake: Storage, record: dict[str, Any], manifest: pa.Table) -> 
     for split in ("train", "dev", "test"):
         want = [r for r in rows if r["split"] == split]
         entries = read_jsonl(lake, layout.nemo_manifest_key(split))
+        if any("offset" in e for e in entries):  # NeMo would seek inside the member
+            out.append({"split": split, "problem": "nemo_offset_field"})
         tars = lake.read_bytes(layout.nemo_tars_key(split)).decode().splitlines()
         got = [(e["audio_filepath"], tars[e["shard_id"]] if 0 <= e["shard_id"] < len(tars) else None,
                 e["duration"], e["text"]) for e in entries]  # fmt: skip

@@ -41,8 +41,10 @@ with a reference, where ``max_error_rate`` decides anyway).
 
 Splits: each sample gets ``u = sha256(split_salt, group) / 2**256`` in [0, 1): ``test`` when
 ``u < test_fraction``, ``dev`` when ``u < test_fraction + dev_fraction``, else ``train``. The group is the
-speaker when known (so splits are speaker-disjoint), else the sample's source key. A sample's split never
-depends on the other samples: adding data later moves nothing that was already assigned.
+speaker when known (so splits are speaker-disjoint), else the sample's source key. A segment of a long
+recording has the recording as its source key and the recording's speaker, so every segment of one
+recording lands in the same split. A sample's split never depends on the other samples: adding data later
+moves nothing that was already assigned.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ from asr_distill.stages.configbase import StageConfig
 from asr_distill.stages.labels.quality import QUALITY_FLAGS
 
 # Bumped whenever the bytes this stage writes change for the same inputs and settings.
-FORMAT_VERSION = "1"
+# 2: segment provenance (segment_key, segment_index, offset_s) in every format.
+FORMAT_VERSION = "2"
 
 SPLITS = ("train", "dev", "test")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from asr_distill import lake as lake_layout
 from asr_distill.language import primary_language
@@ -31,7 +32,14 @@ _INDEX_COLUMNS = [
     "shard_key", "bucket", "bucket_lo_s", "bucket_hi_s", "shard_seq", "position", "sample_key",
     "source_key", "num_samples", "duration_s", "audio_member", "audio_offset", "audio_size",
 ]  # fmt: skip
+# Segment provenance in the index (shards format 2); an older index has none: short clips only.
+_PROVENANCE = {
+    "segment_key": (pa.string(), None),
+    "segment_index": (pa.int32(), -1),
+    "offset_s": (pa.float64(), 0.0),
+}
 _KEPT_COLUMNS = ["key", "speaker", "language", "label_language", "reference_text"]
+_SEGMENT_COLUMNS = ["segment_key", "source_key", "keep", "speaker", "language"]
 _LABEL_COLUMNS = [
     "shard_id", "sample_key", "status", "error_reason", "text", "language", "expected_language",
     "has_reference", "error_rate", "error_metric", "flags", "teacher_fingerprint",
@@ -63,6 +71,7 @@ class PartitionInputs:
     labels: pa.Table
     shards: pa.Table
     digest: dict[str, Any] = field(default_factory=dict)
+    segments: pa.Table | None = None  # kept segment rows (_SEGMENT_COLUMNS); None: no segments table
 
     @property
     def labels_version(self) -> str:
@@ -91,12 +100,14 @@ def load_partition(lake: Storage, partition: str) -> PartitionInputs:
         # shards stage may have written nothing. It contributes nothing and is no error.
         empty = {"index": SAMPLE_INDEX_SCHEMA, "shards": SHARD_TABLE_SCHEMA, "kept": CLEAN_SCHEMA}
         t = {k: pa.Table.from_pylist([], schema=v) for k, v in empty.items()}
-        index, shards, kept = t["index"].select(_INDEX_COLUMNS), t["shards"], t["kept"].select(_KEPT_COLUMNS)
+        index = t["index"].select(_INDEX_COLUMNS + list(_PROVENANCE))
+        shards, kept = t["shards"], t["kept"].select(_KEPT_COLUMNS)
         index_sha = kept_sha = ""
     else:
-        index, index_sha = _read_parquet(lake, sl.index_key, _INDEX_COLUMNS)
+        index, index_sha = _read_index(lake, sl.index_key)
         shards, _ = _read_parquet(lake, sl.shards_key, ["shard_key", "sha256", "size", "nsamples"])
         kept, kept_sha = _read_parquet(lake, lake_layout.cleaned_kept_key(partition), _KEPT_COLUMNS)
+    segments, segments_sha = _read_segments(lake, partition)
     label_tables, label_digests = [], {}
     for key in label_keys:
         t2, sha = _read_parquet(lake, key, _LABEL_COLUMNS)
@@ -116,10 +127,33 @@ def load_partition(lake: Storage, partition: str) -> PartitionInputs:
         "shards_sha256": sha256_hex(repr(shard_list).encode()),
         "index_sha256": index_sha,
         "kept_sha256": kept_sha,
+        "segments_sha256": segments_sha,
         "labels_sha256": sha256_hex(repr(sorted(label_digests.items())).encode()),
         "label_files": len(label_digests),
     }
-    return PartitionInputs(partition, current, index, kept, labels, shards, digest)
+    return PartitionInputs(partition, current, index, kept, labels, shards, digest, segments)
+
+
+def _read_index(lake: Storage, key: str) -> tuple[pa.Table, str]:
+    """The shard index's columns the join reads, with the segment provenance columns (filled with a
+    short clip's values when the index predates them)."""
+    full, sha = _read_parquet(lake, key)
+    missing = [c for c in _INDEX_COLUMNS if c not in full.column_names]
+    if missing:
+        raise ManifestInputError(f"{lake.url(key)} lacks the columns {missing}")
+    for name, (typ, default) in _PROVENANCE.items():
+        if name not in full.column_names:
+            full = full.append_column(name, pa.array([default] * full.num_rows, type=typ))
+    return full.select(_INDEX_COLUMNS + list(_PROVENANCE)), sha
+
+
+def _read_segments(lake: Storage, partition: str) -> tuple[pa.Table | None, str]:
+    """(kept segment rows, sha256 of segments.parquet), or (None, "") when the partition has none."""
+    key = lake_layout.segmented_segments_key(partition)
+    if not lake.exists(key):
+        return None, ""
+    table, sha = _read_parquet(lake, key, _SEGMENT_COLUMNS)
+    return table.filter(pc.equal(table.column("keep"), True)), sha
 
 
 def _empty_label_schema() -> pa.Schema:
@@ -200,7 +234,8 @@ def _drop_reason(
 
 
 def split_group(partition: str, speaker: str | None, source_key: str, cfg: ManifestConfig) -> str:
-    """The unit of splitting: the speaker when known, else the source clip."""
+    """The unit of splitting: the speaker when known, else the source clip (for a segment of a long
+    recording: the recording, so all its segments share a split)."""
     if speaker:
         return f"spk:{partition}/{speaker}" if cfg.speaker_scope == "partition" else f"spk:{speaker}"
     return f"src:{source_key}"
@@ -217,6 +252,9 @@ def _join_partition(
     for r in inp.labels.to_pylist():
         labels_by_key[r["sample_key"]].append(r)
     kept_by_source = {r["key"]: r for r in inp.kept.to_pylist()}
+    seg_rows = [] if inp.segments is None else inp.segments.to_pylist()
+    segments_by_key = {r["segment_key"]: r for r in seg_rows}
+    recording_speaker = _recording_speakers(seg_rows)
     index_keys = set()
 
     def drop(key: str, reason: str, src: str | None, shard: str | None, detail: str | None = None,
@@ -240,7 +278,13 @@ def _join_partition(
             drop(key, "duplicate_label", src, shard, f"{len(labels)} rows", dur)
             continue
         label = labels[0]
-        clean = kept_by_source.get(src)
+        segment_key = ir["segment_key"]
+        if segment_key is None:
+            clean = kept_by_source.get(src)
+        else:  # a segment: its row of segments.parquet, of the recording src
+            clean = segments_by_key.get(segment_key)
+            if clean is not None and clean["source_key"] != src:
+                clean = None
         if clean is None:
             drop(key, "no_clean_row", src, shard, None, dur, label)
             continue
@@ -252,6 +296,7 @@ def _join_partition(
             drop(key, reason, src, shard, detail, dur, label)
             continue
         speaker = _opt_str(clean.get("speaker"))
+        group_speaker = speaker if segment_key is None else recording_speaker.get(src)
         lang = (
             primary_language(label.get("language"))
             or primary_language(label.get("expected_language"))
@@ -262,10 +307,11 @@ def _join_partition(
         n = int(ir["num_samples"])
         rate = round(n / dur) if dur > 0 else 0
         kept_rows.append({
-            "split": cfg.split_of(split_group(p, speaker, src, cfg)),
+            "split": cfg.split_of(split_group(p, group_speaker, src, cfg)),
             "partition": p, **{c: ir[c] for c in (
                 "shard_key", "bucket", "bucket_lo_s", "bucket_hi_s", "shard_seq", "position", "sample_key",
-                "source_key", "audio_member", "audio_offset", "audio_size", "num_samples")},
+                "source_key", "segment_key", "segment_index", "offset_s", "audio_member", "audio_offset",
+                "audio_size", "num_samples")},
             "sample_rate": rate, "duration_s": dur,
             "text": (label.get("text") or "").strip(), "language": lang, "speaker": speaker,
             "reference_text": _opt_str(clean.get("reference_text")),
@@ -280,6 +326,15 @@ def _join_partition(
         drop(key, "not_in_shards", None, rows[0]["shard_id"], f"{len(rows)} label row(s)", None, rows[0])
     counts.accounted = len(index_keys | labels_by_key.keys())
     return counts
+
+
+def _recording_speakers(seg_rows: list[Row]) -> dict[str, str | None]:
+    """recording key -> the speaker its kept segments share (None when unknown or not one speaker), so
+    that the split group of a recording's segments is one group whatever a segment row says."""
+    speakers: dict[str, set[str | None]] = defaultdict(set)
+    for r in seg_rows:
+        speakers[r["source_key"]].add(_opt_str(r.get("speaker")))
+    return {k: next(iter(v)) if len(v) == 1 else None for k, v in speakers.items()}
 
 
 def build_manifest(inputs: list[PartitionInputs], cfg: ManifestConfig) -> ManifestBuild:

@@ -2,7 +2,9 @@
 
 * **Parquet** (``manifest.parquet``): one row per sample, :data:`~.schema.MANIFEST_SCHEMA`.
 * **NeMo tarred dataset**: per split, ``tarred_audio_manifest.jsonl`` (one JSON object per line:
-  ``audio_filepath`` = the member's name in its tar, ``duration``, ``text``, ``shard_id``, ``lang``) and
+  ``audio_filepath`` = the member's name in its tar, ``duration``, ``text``, ``shard_id``, ``lang``, and
+  the provenance ``source_key``, ``source_offset_s``, ``segment_index``; never ``offset``: NeMo applies
+  an ``offset`` inside the member, and a segment's member already starts at its offset) and
   ``tarred_audio_filepaths.txt`` (the ordered tar list: line ``i`` is the tar of ``shard_id == i``).
   NeMo's ``tarred_audio_filepaths`` takes that list (a YAML list; a brace pattern like
   ``shard-{000000..000003}.tar`` cannot name tars spread over buckets and partitions). The same files per
@@ -11,6 +13,8 @@
   its ``Recording`` and one ``SupervisionSegment`` (text, language, speaker). The recording's
   ``AudioSource`` is of type ``command``: a shell command that prints the member's bytes (a byte-range
   read of the shard), so ``CutSet.from_jsonl_lazy`` + ``cut.load_audio()`` read it with no glue code.
+  The cut's ``start`` is 0 (the member is the sample); a segment's place in its long recording is in
+  ``custom`` (``source_key``, ``segment_key``, ``segment_index``, ``source_offset_s``).
   Lhotse Shar does not fit: Shar tars pair each data member with a ``.json`` *Lhotse manifest* and must
   match the cuts file one to one in order, while our shards' ``.json`` members hold our metadata and keep
   the samples the manifests drop (``lhotse.shar.readers.tar.TarIterator`` fails on them).
@@ -82,6 +86,9 @@ def nemo_entries(rows: Iterable[Row]) -> tuple[list[Row], list[str]]:
                 "text": r["text"],
                 "shard_id": sid,
                 "lang": r["language"],
+                "source_key": r["source_key"],
+                "source_offset_s": r["offset_s"],
+                "segment_index": r["segment_index"],
             }
         )
     return entries, list(tars)
@@ -162,6 +169,9 @@ def lhotse_cut(lake: Storage, cfg: ManifestConfig, row: Row) -> Row:
             "shard_key": row["shard_key"],
             "bucket": row["bucket"],
             "source_key": row["source_key"],
+            "segment_key": row["segment_key"],
+            "segment_index": row["segment_index"],
+            "source_offset_s": row["offset_s"],
             "teacher_fingerprint": row["teacher_fingerprint"],
         },
         "type": "MonoCut",

@@ -16,7 +16,12 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("shard_seq", pa.int32(), nullable=False),
         pa.field("position", pa.int32(), nullable=False),
         pa.field("sample_key", pa.string(), nullable=False),  # WebDataset __key__
-        pa.field("source_key", pa.string(), nullable=False),  # the raw object it came from
+        pa.field("source_key", pa.string(), nullable=False),  # the raw object it came from (a recording)
+        # Provenance of segments of long recordings: segment key (null for a short clip), index in the
+        # recording (-1 for a short clip), start in the recording in seconds (0.0 for a short clip).
+        pa.field("segment_key", pa.string()),
+        pa.field("segment_index", pa.int32(), nullable=False),
+        pa.field("offset_s", pa.float64(), nullable=False),
         pa.field("audio_member", pa.string(), nullable=False),  # <sample_key>.flac
         pa.field("audio_offset", pa.int64(), nullable=False),  # byte offset of the member's data in the tar
         pa.field("audio_size", pa.int64(), nullable=False),

@@ -15,7 +15,8 @@ from asr_distill.stages.configbase import StageConfig
 
 # Bumped whenever the bytes this stage writes change for the same inputs and settings (sample key rule,
 # JSON fields, order algorithm, tar layout). Part of the config fingerprint, so a bump rewrites shards.
-FORMAT_VERSION = "1"
+# 2: samples' JSON gained segment_index and offset_s (segments of long recordings).
+FORMAT_VERSION = "2"
 
 DEFAULT_BUCKET_EDGES = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 25.0, 30.0)
 AUDIO_FORMATS = ("flac", "wav")

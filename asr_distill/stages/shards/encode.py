@@ -3,6 +3,11 @@
 A clip's audio member holds 16-bit PCM: ``pcm16(samples)``, the very int16 values the clean stage's
 ``pcm_sha256`` is computed on, so decoding the member and hashing its int16 samples gives back the kept
 table's hash (the member is lossless with respect to the cleaned content).
+
+A segment of a long recording is never decoded from the raw recording again: its FLAC member (16 kHz
+mono PCM_16, written by the segmentation stage) is read from the lake by one byte-range read, decoded
+straight to int16 (lossless) and checked against the segments row (``num_samples`` and ``pcm_sha256``;
+``content_changed`` otherwise), then encoded like a clip.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from asr_distill.storage import Storage
 
 # Reasons a planned clip is not written (reported per clip in the summary).
 ENCODE_ERRORS = {
-    "decode_failed": "the raw object could not be decoded now (decode_error code in the detail)",
-    "content_changed": "decoded 16 kHz content differs from the kept table (num_samples or pcm_sha256)",
+    "decode_failed": "the raw object (or a segment's FLAC member) could not be read or decoded now",
+    "content_changed": (
+        "decoded 16 kHz content differs from the kept table or segments row (num_samples or pcm_sha256;"
+        " for a segment also a member that is short or does not decode)"
+    ),
     "outside_bucket": "the decoded duration lies outside the bucket planned from the table",
     "empty_audio": "decoding produced no samples",
     "encode_failed": "the audio could not be encoded",
@@ -69,10 +77,15 @@ class EncodedSample:
 def sample_metadata(s: PlannedSample, num_samples: int, pcm_sha256: str, cfg: ShardConfig) -> dict[str, Any]:
     """The ``.json`` member's fields. Every field is present in every sample with one type (the Hugging
     Face ``webdataset`` builder infers its schema from the first samples): unknown strings are ``""``,
-    ``has_text`` says whether ``text`` is a reference transcript."""
+    ``has_text`` says whether ``text`` is a reference transcript. Provenance: ``source_key`` is the raw
+    object the audio comes from (the recording, for a segment), ``offset_s`` where the sample starts in
+    it (float; ``0.0`` for a short clip) and ``segment_index`` the segment's index in its recording
+    (int; ``-1`` for a short clip, which is no segment)."""
     return {
         "id": s.sample_key,
         "source_key": s.source_key,
+        "segment_index": s.segment_index,
+        "offset_s": float(s.offset_s),
         "partition": s.partition,
         "duration_s": num_samples / cfg.sample_rate,
         "num_samples": num_samples,
@@ -107,16 +120,50 @@ def encode_audio(pcm: np.ndarray, cfg: ShardConfig) -> bytes:
     return buf.getvalue()
 
 
-def encode_sample(s: PlannedSample, loader: AudioLoader, cfg: ShardConfig) -> EncodedSample:
-    """Decode, check against the plan, encode. Never raises for a bad clip: the error is in the result."""
+class MemberChanged(ValueError):
+    """A segment's member is not what the segments row describes (short, undecodable, wrong format)."""
+
+
+def segment_pcm(lake: Storage, s: PlannedSample, sample_rate: int) -> np.ndarray:
+    """The int16 samples of a segment's FLAC member, read by byte range (no resampling, no float
+    round trip). Storage errors propagate; a member that is short, does not decode or is not mono at
+    ``sample_rate`` raises :class:`MemberChanged`."""
+    assert s.member is not None
+    tar_key, offset, size = s.member
+    data = lake.read_range(tar_key, offset, size)
+    if len(data) != size:
+        raise MemberChanged(f"{len(data)} of {size} bytes at offset {offset} of {tar_key}")
     try:
-        samples = loader(s.source_key)
+        pcm, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise MemberChanged(f"the member does not decode: {exc}") from exc
+    if rate != sample_rate or pcm.shape[1] != 1:
+        raise MemberChanged(f"member is {pcm.shape[1]} channel(s) at {rate} Hz, not mono at {sample_rate} Hz")
+    return np.ascontiguousarray(pcm[:, 0], dtype="<i2")
+
+
+def _load_pcm(s: PlannedSample, loader: AudioLoader, lake: Storage | None, cfg: ShardConfig) -> np.ndarray:
+    if s.member is None:
+        return pcm16(np.asarray(loader(s.source_key), dtype=np.float32).reshape(-1))
+    if lake is None:
+        raise ValueError("a segment sample needs the lake store that holds its tar")
+    return segment_pcm(lake, s, cfg.sample_rate)
+
+
+def encode_sample(
+    s: PlannedSample, loader: AudioLoader, cfg: ShardConfig, lake: Storage | None = None
+) -> EncodedSample:
+    """Decode (a clip from the raw store through ``loader``; a segment's member from ``lake``), check
+    against the plan, encode. Never raises for a bad clip: the error is in the result."""
+    try:
+        pcm = _load_pcm(s, loader, lake, cfg)
+    except MemberChanged as exc:
+        return EncodedSample(s, error="content_changed", detail=f"segment member: {exc}")
     except DecodeError as exc:
         return EncodedSample(s, error="decode_failed", detail=f"{exc.reason_code}: {exc.detail}")
     except Exception as exc:
         return EncodedSample(s, error="decode_failed", detail=f"{type(exc).__name__}: {exc}")
     try:
-        pcm = pcm16(np.asarray(samples, dtype=np.float32).reshape(-1))
         n = len(pcm)
         if n == 0:
             return EncodedSample(s, error="empty_audio", detail="0 samples decoded")

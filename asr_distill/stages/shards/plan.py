@@ -5,6 +5,14 @@ Input columns (resolved once per table, first name present wins; see :data:`INPU
 ``decoded_duration_s`` or ``duration_s``), ``reference_text`` or ``text``, ``language``, ``speaker``,
 ``pcm_sha256``. The clean stage's kept table has all of them.
 
+Kept segments of long recordings (``segments`` argument: rows of the segmentation stage's
+``segments.parquet`` with ``keep`` true) are planned alike: the sample key is
+:func:`~asr_distill.stages.shards.layout.sample_key` of the segment key (``<source_key>#s000012``), the
+source key is the recording's, the audio is the segment's FLAC member in its recording's tar (read by byte
+range, see :mod:`.encode`), there is no reference text (a recording's transcript is not aligned to its
+segments) and the group is the recording (``rec:<source_key>``), so one recording's segments are spread
+over the bucket like one speaker's clips.
+
 Order inside a bucket ("spread by group"): clips are grouped by speaker (``spk:<speaker>``) or, when the
 speaker is unknown, by source folder (``dir:<folder>``). Group ``g`` with ``m`` clips, its clips sorted by
 ``h(seed, "item", sample_key)``, places its ``j``-th clip at ``(j + phase_g + jitter_j / 4) / m`` with
@@ -49,6 +57,7 @@ INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
 PLAN_REJECTIONS = {
     "no_duration": "the row has neither num_samples nor a duration",
     "outside_buckets": "the duration lies outside [first, last] bucket edge",
+    "no_member": "a kept segment row names no FLAC member (tar key, offset, size)",
 }
 
 _U64 = float(1 << 64)
@@ -78,10 +87,24 @@ class PlannedSample:
     speaker: str | None
     pcm_sha256: str | None
     group: str
+    # Segments of long recordings (defaults: a short clip). ``member``: (tar key, byte offset, size) of
+    # the segment's FLAC member in the lake.
+    segment_key: str | None = None
+    segment_index: int = -1
+    offset_s: float = 0.0
+    member: tuple[str, int, int] | None = None
+
+    @property
+    def key(self) -> str:
+        """The input row's key: the clean table's key of a short clip, the segment key of a segment."""
+        return self.segment_key if self.segment_key is not None else self.source_key
 
     @property
     def digest(self) -> str:
-        """sha256 of the planned content (what a re-run compares to reuse a shard)."""
+        """sha256 of the planned content (what a re-run compares to reuse a shard). For a segment it
+        covers the segment key, index, offset and content hash, so a changed segments table (another
+        segmentation, another recording content) rewrites the shards that hold its segments; the
+        member's location in its tar is left out (it changes no byte of the shard)."""
         payload = json.dumps(
             [
                 self.sample_key,
@@ -94,6 +117,9 @@ class PlannedSample:
                 self.language,
                 self.speaker,
                 self.pcm_sha256,
+                self.segment_key,
+                self.segment_index,
+                self.offset_s,
             ],
             ensure_ascii=False,
         )
@@ -204,10 +230,21 @@ def _repair_neighbours(order: list[PlannedSample], window: int = REPAIR_WINDOW) 
     return out
 
 
+# Columns of a segments row the plan reads (segmentation stage's SEGMENTS_SCHEMA).
+SEGMENT_COLUMNS = (
+    "partition", "segment_key", "source_key", "segment_index", "keep", "num_samples", "offset_s",
+    "pcm_sha256", "tar_key", "member_offset", "member_size", "language", "speaker",
+)  # fmt: skip
+
+
 def plan_partition(
-    rows: pa.Table | Iterable[Mapping[str, Any]], partition: str, config: ShardConfig
+    rows: pa.Table | Iterable[Mapping[str, Any]],
+    partition: str,
+    config: ShardConfig,
+    segments: pa.Table | Iterable[Mapping[str, Any]] | None = None,
 ) -> PartitionPlan:
-    """Assign every kept row of ``partition`` to a bucket and order each bucket (module docstring).
+    """Assign every kept row of ``partition`` (and every kept segment of ``segments``, when given) to a
+    bucket and order each bucket (module docstring).
 
     Raises :class:`ShardPlanError` for rows of another partition, a repeated source key or a sample key
     collision. Rows without a usable duration are returned in ``rejected`` with a reason.
@@ -225,9 +262,7 @@ def plan_partition(
         col = cols[name]
         return None if col is None else row.get(col)
 
-    for row in it:
-        key = str(get(row, "key"))
-        part = get(row, "partition")
+    def claim(key: str, part: Any) -> str:
         if part != partition:
             raise ShardPlanError(f"row {key!r} belongs to partition {part!r}, not {partition!r}")
         skey = sample_key(key, partition)
@@ -238,16 +273,26 @@ def plan_partition(
             what = "repeated source key" if prev == key else f"sample key collision with {prev!r}"
             raise ShardPlanError(f"{key!r}: {what} ({skey})")
         by_sample_key[skey] = key
-        n = get(row, "num_samples")
-        n = None if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
-        dur = n / rate if n is not None else get(row, "duration_s")
+        return skey
+
+    def bucket_for(key: str, dur: Any) -> int | None:
         dur = None if dur is None or (isinstance(dur, float) and math.isnan(dur)) else float(dur)
         if dur is None:
             rejected.append((key, "no_duration"))
-            continue
+            return None
         b = config.bucket_of(dur)
         if b is None:
             rejected.append((key, "outside_buckets"))
+        return b
+
+    for row in it:
+        key = str(get(row, "key"))
+        skey = claim(key, get(row, "partition"))
+        n = get(row, "num_samples")
+        n = None if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
+        dur = n / rate if n is not None else get(row, "duration_s")
+        b = bucket_for(key, dur)
+        if b is None:
             continue
         speaker = _str_or_none(get(row, "speaker"))
         buckets[b].samples.append(
@@ -257,7 +302,7 @@ def plan_partition(
                 partition=partition,
                 bucket=b,
                 num_samples=n,
-                duration_s=dur,
+                duration_s=n / rate if n is not None else float(dur),
                 text=_str_or_none(get(row, "text")),
                 language=_str_or_none(get(row, "language")),
                 speaker=speaker,
@@ -265,10 +310,56 @@ def plan_partition(
                 group=group_of(key, speaker),
             )
         )
-    for b in buckets:
-        b.samples = spread_order(b.samples, partition)
+    for seg in _iter_segments(segments):
+        if not seg.get("keep"):
+            continue  # quarantined by the segmentation stage: not a shard input
+        key = str(seg["segment_key"])
+        skey = claim(key, seg.get("partition"))
+        n = int(seg["num_samples"])
+        b = bucket_for(key, n / rate)
+        if b is None:
+            continue
+        if not seg.get("tar_key") or seg.get("member_offset") is None or seg.get("member_size") is None:
+            rejected.append((key, "no_member"))
+            continue
+        speaker = _str_or_none(seg.get("speaker"))
+        source = str(seg["source_key"])
+        buckets[b].samples.append(
+            PlannedSample(
+                sample_key=skey,
+                source_key=source,
+                partition=partition,
+                bucket=b,
+                num_samples=n,
+                duration_s=n / rate,
+                text=None,
+                language=_str_or_none(seg.get("language")),
+                speaker=speaker,
+                pcm_sha256=_str_or_none(seg.get("pcm_sha256")),
+                group=f"rec:{source}",
+                segment_key=key,
+                segment_index=int(seg["segment_index"]),
+                offset_s=float(seg["offset_s"]),
+                member=(str(seg["tar_key"]), int(seg["member_offset"]), int(seg["member_size"])),
+            )
+        )
+    for bp in buckets:
+        bp.samples = spread_order(bp.samples, partition)
     rejected.sort()
     return PartitionPlan(partition=partition, buckets=buckets, rejected=rejected)
+
+
+def _iter_segments(segments: pa.Table | Iterable[Mapping[str, Any]] | None) -> Iterable[Mapping[str, Any]]:
+    if segments is None:
+        return
+    if isinstance(segments, pa.Table):
+        missing = [c for c in SEGMENT_COLUMNS if c not in segments.column_names]
+        if missing:
+            raise ShardPlanError(f"segment rows lack the columns {missing}")
+        for batch in segments.select(list(SEGMENT_COLUMNS)).to_batches(max_chunksize=8192):
+            yield from batch.to_pylist()
+        return
+    yield from segments
 
 
 def adjacent_same_group_rate(samples: list[PlannedSample]) -> float:

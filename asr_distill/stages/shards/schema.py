@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 META_CONFIG = b"asr_distill.shards.config"
 META_FINGERPRINT = b"asr_distill.shards.config_fingerprint"
 META_VERSION = b"asr_distill.shards.schema_version"
@@ -22,7 +22,13 @@ SAMPLE_INDEX_SCHEMA = pa.schema(
         pa.field("shard_seq", pa.int32(), nullable=False),
         pa.field("position", pa.int32(), nullable=False),  # sample's position in its shard
         pa.field("sample_key", pa.string(), nullable=False),
+        # The raw object the audio comes from: the clip itself, or a segment's long recording.
         pa.field("source_key", pa.string(), nullable=False),
+        # Segments of long recordings: the segment key (null for a short clip), its index in the
+        # recording (-1 for a short clip) and where it starts in the recording (0.0 for a short clip).
+        pa.field("segment_key", pa.string()),
+        pa.field("segment_index", pa.int32(), nullable=False),
+        pa.field("offset_s", pa.float64(), nullable=False),
         pa.field("num_samples", pa.int64(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
         pa.field("pcm_sha256", pa.string(), nullable=False),
@@ -58,4 +64,4 @@ SHARD_TABLE_SCHEMA = pa.schema(
 
 WIDS_KIND = "wids-shard-index-v1"
 COMMIT_KIND = "asr_distill.shards.commit"
-COMMIT_VERSION = 1
+COMMIT_VERSION = 2

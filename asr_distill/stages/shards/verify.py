@@ -38,10 +38,20 @@ def read_member(lake: Storage, shard_key: str, offset: int, size: int) -> bytes:
 
 
 # -- every kept row in exactly one shard, nothing else -------------------------------------------------
+def index_row_keys(index: pa.Table) -> list[str]:
+    """The input row key of every index row: the segment key of a segment, else the source key."""
+    sources = index.column("source_key").to_pylist()
+    if "segment_key" not in index.column_names:
+        return sources
+    segs = index.column("segment_key").to_pylist()
+    return [seg if seg is not None else src for src, seg in zip(sources, segs, strict=True)]
+
+
 def check_coverage(kept_keys: Iterable[str], index: pa.Table) -> list[Problem]:
-    """Kept rows in no shard or in several, and shard samples that are not kept rows."""
+    """Kept rows (clean keys of kept clips and segment keys of kept segments) in no shard or in several,
+    and shard samples that are not kept rows (``source_key`` in the problems names the row key)."""
     kept = set(kept_keys)
-    counts = collections.Counter(index.column("source_key").to_pylist())
+    counts = collections.Counter(index_row_keys(index))
     out: list[Problem] = []
     for key in sorted(kept - counts.keys()):
         out.append({"source_key": key, "problem": "not_in_any_shard"})

@@ -1,13 +1,15 @@
-"""Write one partition's shards: plan from the table, encode on all cores, write tars in order.
+"""Write one partition's shards: plan from the tables, encode on all cores, write tars in order.
 
 Flow of :func:`write_shards`:
 
-1. :func:`~asr_distill.stages.shards.plan.plan_partition` buckets and orders the kept rows (table only).
+1. :func:`~asr_distill.stages.shards.plan.plan_partition` buckets and orders the kept rows and kept
+   segments (tables only).
 2. Per bucket, the shards a previous run committed are reused while they match the plan: same config
    fingerprint, same samples (sample key + digest of the planned content) at the same positions, closed
    for the same reason (the count bound; the bucket's end; or the byte bound, then with the same next
    sample, whose size decided it), and the object still has the recorded size and sha256.
-3. Every remaining clip is decoded, checked and encoded in a process pool (bounded: at most
+3. Every remaining clip is decoded (a segment of a long recording: its FLAC member read by byte range
+   from the lake), checked and encoded in a process pool (bounded: at most
    ``2 * workers`` chunks in flight), and the results come back in plan order.
 4. The driver appends members to the current shard (streamed to ``lake.open_write``: atomic, a crash
    leaves no partial tar under a final key) and closes it before a sample would take it past
@@ -60,8 +62,10 @@ from asr_distill.tableio import object_sha256
 
 
 # -- worker side ------------------------------------------------------------------------------
-def _encode_chunk(chunk: list[PlannedSample], loader: AudioLoader, cfg: ShardConfig) -> list[EncodedSample]:
-    return [encode_sample(s, loader, cfg) for s in chunk]
+def _encode_chunk(
+    chunk: list[PlannedSample], loader: AudioLoader, cfg: ShardConfig, lake: Storage | None
+) -> list[EncodedSample]:
+    return [encode_sample(s, loader, cfg, lake) for s in chunk]
 
 
 def _crashed(sample: PlannedSample, detail: str) -> EncodedSample:
@@ -120,7 +124,8 @@ class ShardSummary:
     partition: str
     config_fingerprint: str
     layout_prefix: str
-    planned: int = 0  # kept rows with a bucket
+    planned: int = 0  # kept rows (and kept segments) with a bucket
+    planned_segments: int = 0  # of which segments of long recordings
     samples: int = 0  # samples in the shards (written now or reused)
     hours: float = 0.0
     shards: int = 0
@@ -130,12 +135,15 @@ class ShardSummary:
     bytes_written: int = 0  # written by this run
     audio_s_encoded: float = 0.0
     stale_deleted: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (source key, plan rejection reason)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (source key, reason, detail)
+    rejected: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (row key: clip or segment key, plan rejection)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (row key, reason, detail)
     written_keys: list[str] = field(default_factory=list)  # shards (re)written by this run
     buckets: dict[str, BucketStats] = field(default_factory=dict)
     elapsed_s: float = 0.0
     input_rows: int = 0  # kept rows given to the stage
+    input_segments: int = 0  # kept segment rows given to the stage
 
     @property
     def ok(self) -> bool:
@@ -171,6 +179,7 @@ class ShardSummary:
             "config_fingerprint": self.config_fingerprint,
             "layout_prefix": self.layout_prefix,
             "planned": self.planned,
+            "planned_segments": self.planned_segments,
             "samples": self.samples,
             "hours": self.hours,
             "shards": self.shards,
@@ -207,6 +216,9 @@ class _ShardRecord:
     source_keys: list[str] = field(default_factory=list)
     num_samples: list[int] = field(default_factory=list)
     pcm_sha256: list[str] = field(default_factory=list)
+    segment_keys: list[str | None] = field(default_factory=list)  # None for a short clip
+    segment_index: list[int] = field(default_factory=list)  # -1 for a short clip
+    offset_s: list[float] = field(default_factory=list)
     audio: list[list[int]] = field(default_factory=list)  # [header_offset, data_offset, size]
     json: list[list[int]] = field(default_factory=list)
 
@@ -229,6 +241,9 @@ class _ShardRecord:
                 "source_key": self.source_keys,
                 "num_samples": self.num_samples,
                 "pcm_sha256": self.pcm_sha256,
+                "segment_key": self.segment_keys,
+                "segment_index": self.segment_index,
+                "offset_s": self.offset_s,
                 "audio": self.audio,
                 "json": self.json,
             },
@@ -254,13 +269,26 @@ class _ShardRecord:
             source_keys=s["source_key"],
             num_samples=s["num_samples"],
             pcm_sha256=s["pcm_sha256"],
+            segment_keys=s["segment_key"],
+            segment_index=s["segment_index"],
+            offset_s=s["offset_s"],
             audio=s["audio"],
             json=s["json"],
         )
         n = len(rec.sample_keys)
         if not all(
             len(x) == n
-            for x in (rec.digests, rec.source_keys, rec.num_samples, rec.pcm_sha256, rec.audio, rec.json)
+            for x in (
+                rec.digests,
+                rec.source_keys,
+                rec.num_samples,
+                rec.pcm_sha256,
+                rec.segment_keys,
+                rec.segment_index,
+                rec.offset_s,
+                rec.audio,
+                rec.json,
+            )
         ):
             raise ValueError("inconsistent commit record")
         return str(doc["config_fingerprint"]), rec
@@ -364,6 +392,9 @@ class _ShardBuilder:
         rec.source_keys.append(s.source_key)
         rec.num_samples.append(r.num_samples)
         rec.pcm_sha256.append(r.pcm_sha256)
+        rec.segment_keys.append(s.segment_key)
+        rec.segment_index.append(s.segment_index)
+        rec.offset_s.append(float(s.offset_s))
         rec.audio.append([a_hdr, a_off, len(r.audio)])
         rec.json.append([j_hdr, j_off, len(r.json)])
         self.duration_s += r.num_samples / self.cfg.sample_rate
@@ -409,6 +440,9 @@ class _Outputs:
             "position": list(range(n)),
             "sample_key": rec.sample_keys,
             "source_key": rec.source_keys,
+            "segment_key": rec.segment_keys,
+            "segment_index": rec.segment_index,
+            "offset_s": rec.offset_s,
             "num_samples": rec.num_samples,
             "duration_s": durations,
             "pcm_sha256": rec.pcm_sha256,
@@ -522,6 +556,7 @@ def write_shards(
     partition: str,
     lake: Storage,
     *,
+    segments: pa.Table | Iterable[Mapping[str, Any]] | None = None,
     raw: Storage | None = None,
     loader: AudioLoader | None = None,
     config: ShardConfig | None = None,
@@ -536,7 +571,9 @@ def write_shards(
     """Write every kept row of ``partition`` into WebDataset shards in ``lake`` (module docstring).
 
     ``rows``: the kept table (a pyarrow Table or row dicts; columns in
-    :data:`~asr_distill.stages.shards.plan.INPUT_COLUMNS`). Audio comes from ``loader(key)`` (16 kHz
+    :data:`~asr_distill.stages.shards.plan.INPUT_COLUMNS`); ``segments``: the segmentation stage's
+    segment rows of the partition (only ``keep`` rows become samples; their audio is read by byte range
+    from the segment tars in ``lake``, never from the raw recording). Clip audio comes from ``loader(key)`` (16 kHz
     mono float32; must be picklable for ``executor="process"``) or, by default, is decoded from ``raw``
     with the config's sample rate and resampling quality. ``verify_existing`` re-hashes a committed
     shard before reusing it (else its size is trusted); ``reuse=False`` rewrites every shard. A clip that cannot be written is reported in
@@ -554,9 +591,10 @@ def write_shards(
     start = time.monotonic()
     summary = ShardSummary(partition=partition, config_fingerprint=fp, layout_prefix=layout.prefix)
 
-    plan = plan_partition(rows, partition, cfg)
+    plan = plan_partition(rows, partition, cfg, segments)
     summary.rejected = list(plan.rejected)
     summary.planned = plan.n_samples
+    summary.planned_segments = sum(s.segment_key is not None for b in plan.buckets for s in b.samples)
 
     reused = {
         b.index: _reusable(lake, layout, b, fp, cfg, verify_existing) if reuse else [] for b in plan.buckets
@@ -588,7 +626,12 @@ def write_shards(
         )
 
     encoder: OrderedPool[PlannedSample, EncodedSample] = OrderedPool(
-        _encode_chunk, (loader, cfg), on_crash=_crashed, executor=executor, workers=n_workers, name="shards"
+        _encode_chunk,
+        (loader, cfg, lake),
+        on_crash=_crashed,
+        executor=executor,
+        workers=n_workers,
+        name="shards",
     )
     all_todo = (s for b in plan.buckets for s in todo[b.index])
     batches = encoder.map(chunked(all_todo, chunk_size), in_flight=2 * n_workers)
@@ -615,7 +658,7 @@ def write_shards(
                         counters["done"] += 1
                         if not r.ok:
                             counters["failed"] += 1
-                            summary.failed.append((r.sample.source_key, r.error or "", r.detail or ""))
+                            summary.failed.append((r.sample.key, r.error or "", r.detail or ""))
                             report()
                             continue
                         why = None if builder is None else builder.full_for(r)
