@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from asr_distill import lake as layout
 from asr_distill.stages._procpool import Executor
+from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.writer import ShardSummary, write_shards
@@ -28,6 +29,7 @@ def run_shards(
     samples, same size and sha256); ``force`` rewrites every shard.
     """
     say = Reporter("shards", partition, progress)
+    swept = sweep_stage_folder(lake, layout.shard_layout(partition).prefix, say)
     kept = read_table(lake, layout.cleaned_kept_key(partition))
     say(f"{partition}: sharding {kept.num_rows} kept clips")
     s = write_shards(
@@ -42,6 +44,7 @@ def run_shards(
         progress=lambda p: say(str(p), done=p.done, total=p.total, elapsed_s=p.elapsed_s),
     )
     s.input_rows = kept.num_rows
+    s.swept_temporaries = swept.removed
     say(
         f"{partition}: {s.samples} samples in {s.shards} shards ({s.shards_written} written, "
         f"{s.shards_reused} reused), {s.bytes_written / 1e6:.1f} MB written in {s.elapsed_s:.1f}s"

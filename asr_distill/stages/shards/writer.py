@@ -136,6 +136,7 @@ class ShardSummary:
     buckets: dict[str, BucketStats] = field(default_factory=dict)
     elapsed_s: float = 0.0
     input_rows: int = 0  # kept rows given to the stage
+    swept_temporaries: int = 0  # stale .asrd-tmp-* leftovers of killed writes removed from the folder
 
     @property
     def ok(self) -> bool:

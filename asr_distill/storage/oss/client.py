@@ -34,6 +34,7 @@ from asr_distill.storage.base import (
     ObjectNotFoundError,
     Storage,
     StorageError,
+    key_problem,
     validate_key,
     validate_prefix,
 )
@@ -263,7 +264,9 @@ class OSSStorage(Storage):
                     f"list {self._where(None)}: OSS returned a truncated page without a new token"
                 )
 
-    def iter_objects(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
+    def iter_objects(
+        self, prefix: str = "", *, recursive: bool = True, include_unaddressable: bool = False
+    ) -> Iterator[ObjectInfo]:
         full_prefix = self._full_prefix(prefix)
         previous = ""
         for page in self._pages(full_prefix, "" if recursive else "/"):
@@ -271,19 +274,21 @@ class OSSStorage(Storage):
                 if self.root and not obj.key.startswith(self.root + "/"):
                     continue
                 key = self._relative(obj.key)
-                try:
-                    validate_key(key)
-                except StorageError:
-                    # "dir/" markers made by consoles, or names no backend can address.
-                    logger.debug("skipping unaddressable OSS object %r in %s", obj.key, self.uri)
-                    continue
                 if key <= previous:
                     raise StorageError(
                         f"list {self._where(None)}: OSS listing is not sorted ({previous!r} >= {key!r})"
                     )
                 previous = key
+                # "dir/" markers made by consoles, or names no read can address: listed only on demand.
+                problem = key_problem(key)
+                if problem is not None and not include_unaddressable:
+                    continue
                 yield ObjectInfo(
-                    key=key, size=int(obj.size), etag=obj.etag or None, mtime=float(obj.last_modified)
+                    key=key,
+                    size=int(obj.size),
+                    etag=obj.etag or None,
+                    mtime=float(obj.last_modified),
+                    key_error=problem,
                 )
 
     def list_prefixes(self, prefix: str = "") -> Iterator[str]:
