@@ -47,6 +47,10 @@ class StorageAccessDeniedError(StorageError, PermissionError):
     """The backend refused the request (credentials, ACL)."""
 
 
+class ObjectChangedError(StorageError):
+    """The object was replaced or rewritten while it was being read (its bytes mix two versions)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What a listing or a stat returns about one object."""
@@ -228,6 +232,21 @@ class Storage(ABC):
             with self.open_read(key) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
             yield dest
+
+    @contextlib.contextmanager
+    def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
+        """:meth:`local_copy` plus the version (:class:`ObjectInfo`) of exactly the bytes in the file.
+
+        Backends take the version from the same request that reads the bytes where they can (OSS: the
+        GET's ETag, and a resumed read is pinned to it); a local file is stat'ed before and after the
+        block and :class:`ObjectChangedError` is raised when it changed meanwhile. This default stats
+        first and checks that the copy has the stat's size.
+        """
+        info = self.stat(key)
+        with self.local_copy(key, suffix) as path:
+            if path.stat().st_size != info.size:
+                raise ObjectChangedError(f"{self.url(key)} changed while it was being read")
+            yield path, info
 
     # -- writing (atomic) ----------------------------------------------------------------
     @abstractmethod

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from asr_distill.storage.base import (
     InvalidKeyError,
+    ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
     Storage,
@@ -213,6 +214,30 @@ class LocalStorage(Storage):
             return open(path, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(f"{self.url(key)} does not exist") from exc
+
+    @contextlib.contextmanager
+    def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
+        """The file itself and its size + mtime; raises :class:`ObjectChangedError` after the block
+        when the file was rewritten or replaced while the block read it."""
+        path = self._path(key)
+        try:
+            before = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ObjectNotFoundError(f"{self.url(key)} does not exist") from exc
+        if not path.is_file():
+            raise ObjectNotFoundError(f"{self.url(key)} is not an object")
+        yield path, self._info(key, before)
+        try:
+            after = os.stat(path)
+        except FileNotFoundError:
+            after = None
+        same = after is not None and (before.st_ino, before.st_size, before.st_mtime_ns) == (
+            after.st_ino,
+            after.st_size,
+            after.st_mtime_ns,
+        )
+        if not same:
+            raise ObjectChangedError(f"{self.url(key)} changed while it was being read")
 
     def read_bytes(self, key: str) -> bytes:
         with self._open(key) as fh:

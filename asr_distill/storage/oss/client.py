@@ -15,11 +15,14 @@ import logging
 import math
 import os
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import oss2
@@ -310,6 +313,16 @@ class OSSStorage(Storage):
     def open_read(self, key: str) -> BinaryIO:
         reader = ObjectReader(self, key)
         return io.BufferedReader(reader, buffer_size=READ_CHUNK)  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
+        """A local copy made by one GET, and the ETag/size/mtime that GET returned (one request)."""
+        with tempfile.TemporaryDirectory(prefix="asrd-copy-") as tmp:
+            dest = Path(tmp) / ("object" + suffix)
+            reader = ObjectReader(self, key)
+            with io.BufferedReader(reader, buffer_size=READ_CHUNK) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, READ_CHUNK)
+            yield dest, reader.object_info
 
     def read_bytes(self, key: str) -> bytes:
         def once() -> bytes:
