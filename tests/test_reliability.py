@@ -26,6 +26,7 @@ from asr_distill import lake as L
 from asr_distill.stages.clean import CleanConfig, run_clean
 from asr_distill.stages.index import IndexOptions, run_index
 from asr_distill.stages.index.schema import SIDECAR_MAX_BYTES
+from asr_distill.stages.index.validation import validate_index_object
 from asr_distill.storage import LocalStorage, Storage, open_storage
 from asr_distill.storage.local import TMP_MARK, tmp_name
 from asr_distill.storage.oss import RetryPolicy
@@ -99,6 +100,12 @@ def test_hostile_names_give_the_same_rows_on_both_backends(tmp_path, oss_server,
                          ("p/back\\slash.wav", "backslash")]:  # fmt: skip
         assert by_key[bad]["probe_error"] == "unaddressable_key"
         assert by_key[bad]["probe_detail"].startswith(problem)
+    # The rows pass the index's pandera schema (reason codes, types) on both backends.
+    for lake in (local_lake, oss_lake):
+        assert validate_index_object(lake, L.audio_index_key(P)) == (
+            [],
+            {"rows_validated": 4, "failure_cases": 0},
+        )
     # The clean stage quarantines them (never reads them) and keeps the good clip.
     for raw, lake in [(local_raw, local_lake), (oss_raw, oss_lake)]:
         c = run_clean(raw, lake, P, CleanConfig(min_duration_s=0.1), executor="inline")
