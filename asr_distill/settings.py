@@ -73,6 +73,12 @@ LAKE = _setting(
     "where every derived artefact is written: a local directory or `oss://bucket/prefix`",
     default_doc="`./data/lake`",
 )
+TMP_MAX_AGE_S = _setting(
+    "ASR_DISTILL_TMP_MAX_AGE_S",
+    "3600",
+    "age (seconds since last modified) after which a stage sweeps `.asrd-tmp-*` leftovers of killed "
+    "writes from the lake folder it writes (a live local writer's are always kept)",
+)
 EXECUTOR = _setting(
     "ASR_DISTILL_EXECUTOR",
     "in_process",

@@ -33,7 +33,7 @@ from asr_distill.stages.clean import (
 )
 from asr_distill.stages.clean.metrics import SignalAnalyzer
 from asr_distill.stages.index.schema import AUDIO_INDEX_SCHEMA
-from asr_distill.storage import LocalStorage
+from asr_distill.storage import LocalStorage, ObjectInfo
 
 ESPEAK = "/usr/bin/espeak-ng"
 CFG = CleanConfig()
@@ -588,10 +588,10 @@ class CrashingStorage(LocalStorage):
     """A store whose reads kill the worker process for one key (a stand-in for a native decoder crash)."""
 
     @contextmanager
-    def local_copy(self, key: str, suffix: str = "") -> Iterator[Path]:
+    def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
         if key.endswith("crash.wav"):
             os._exit(17)
-        with super().local_copy(key, suffix) as path:
+        with super().versioned_copy(key, suffix) as path:
             yield path
 
 

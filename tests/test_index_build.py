@@ -36,7 +36,7 @@ def test_grouping_matches_sidecars_to_their_audio_in_a_sorted_stream():
         "p/x y é.TXT",
     ]
     ignored: list[str] = []
-    groups = {g.stem: g for g in group_listing(_objs(*keys), lambda o: ignored.append(o.key))}
+    groups = {g.stem: g for g in group_listing(_objs(*keys), lambda o, _reason: ignored.append(o.key))}
     assert [o.key for o in groups["p/a"].audio] == ["p/a.wav"] and groups["p/a"].txt.key == "p/a.txt"
     assert groups["p/a.b"].json.key == "p/a.b.json" and groups["p/a.b"].txt is None
     assert groups["p/a-b"].txt is None and groups["p/b"].json is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -38,6 +39,7 @@ from asr_distill.stages.manifests import (
 )
 from asr_distill.stages.manifests.formats import lhotse_cut
 from asr_distill.storage import LocalStorage
+from asr_distill.student.loader import nemo_tarred_filepaths
 from tests.manifests_fixtures import CONTROLLED, ORPHAN_KEY, PARTITIONS, build_labelled_lake, copy_lake
 from tests.segments_fixtures import NARRATOR, SEGMENTED_PARTITION, build_segmented_lake
 
@@ -266,8 +268,9 @@ def test_nemo_manifests_point_into_their_tars(built) -> None:
             assert (e["audio_filepath"], e["duration"], e["text"], e["lang"]) == (
                 r["audio_member"], r["duration_s"], r["text"], r["language"])  # fmt: skip
             assert (e["source_key"], e["source_offset_s"], e["segment_index"]) == (r["source_key"], 0.0, -1)
-            tar = tars[e["shard_id"]]
-            assert Path(tar).is_file() and tar.endswith(r["shard_key"])
+            assert tars[e["shard_id"]] == r["shard_key"]  # relative to the lake root
+            tar = str(lake.local_path(tars[e["shard_id"]]))
+            assert Path(tar).is_file()
             if tar not in members:
                 with tarfile.open(tar) as tf:
                     members[tar] = set(tf.getnames())
@@ -296,11 +299,52 @@ def test_lhotse_cuts_have_monocut_fields_and_their_command_reads_the_member(buil
         sup = c["supervisions"][0]
         assert {"id", "recording_id", "start", "duration", "text"} <= set(sup)
         r = by_key[c["id"]]
-        out = subprocess.run(rec["sources"][0]["source"], shell=True, capture_output=True, check=True).stdout
+        env = {**os.environ, "ASR_DISTILL_LAKE": str(lake.root)}
+        source = rec["sources"][0]["source"]
+        out = subprocess.run(source, shell=True, capture_output=True, check=True, env=env).stdout
         assert out == lake.read_range(r["shard_key"], r["audio_offset"], r["audio_size"])
         audio, rate = sf.read(io.BytesIO(out))
         assert rate == rec["sampling_rate"] and len(audio) == rec["num_samples"]
     assert lhotse_cut(lake, CFG, next(iter(by_key.values())))["id"]
+
+
+def test_a_copied_lake_keeps_working_manifests_under_the_same_version(built, tmp_path) -> None:
+    """Manifests name shards relative to the lake: a copy resolves every NeMo shard path and every
+    Lhotse command, with the original gone; the version (a hash of content) does not change."""
+    lake, version = built["lake"], built["summary"].version
+    layout = L.manifest_layout(version)
+    copy = copy_lake(lake.root, tmp_path / "elsewhere" / "lake")
+    hidden = lake.root.with_name(lake.root.name + "-moved-away")
+    os.rename(lake.root, hidden)
+    try:
+        env = {**os.environ, "ASR_DISTILL_LAKE": str(copy.root)}
+        for split in SPLITS:
+            rows = [r for r in built["manifest"].to_pylist() if r["split"] == split]
+            buckets = sorted({r["bucket"] for r in rows})
+            for bucket in [None, *buckets]:
+                lines = copy.read_bytes(layout.nemo_tars_key(split, bucket)).decode().splitlines()
+                assert lines and not any(os.path.isabs(x) or "://" in x for x in lines)
+                paths = nemo_tarred_filepaths(str(copy.root), split, bucket, version=version)
+                assert all(Path(p).is_file() and Path(p).is_relative_to(copy.root) for p in paths)
+                names = {}
+                for e in read_jsonl(copy, layout.nemo_manifest_key(split, bucket)):
+                    tar = paths[e["shard_id"]]
+                    if tar not in names:
+                        with tarfile.open(tar) as tf:
+                            names[tar] = set(tf.getnames())
+                    assert e["audio_filepath"] in names[tar]
+            for c in read_jsonl(copy, layout.lhotse_cuts_key(split))[:3]:
+                source = c["recording"]["sources"][0]["source"]
+                out = subprocess.run(
+                    source, shell=True, capture_output=True, check=True, env=env, cwd=tmp_path
+                ).stdout
+                audio, rate = sf.read(io.BytesIO(out))
+                assert rate == c["recording"]["sampling_rate"] and len(audio) == c["recording"]["num_samples"]
+        again = run_manifests(copy, CFG)
+        assert (again.version, again.reused) == (version, True)
+        assert check_formats(copy, again.record, load_version(copy, version)[1]) == []
+    finally:
+        os.rename(hidden, lake.root)
 
 
 # -- checks catch damage -------------------------------------------------------------------------------

@@ -23,8 +23,7 @@ def built(demo_corpus, tmp_path_factory):
     return lake, summary.version
 
 
-def test_lhotse_reads_the_cuts_and_their_audio_with_no_glue(built) -> None:
-    lake, version = built
+def _load_every_cut(lake, version) -> int:
     layout = manifest_layout(version)
     reader = ShardAudioReader(lake)
     total = 0
@@ -44,6 +43,27 @@ def test_lhotse_reads_the_cuts_and_their_audio_with_no_glue(built) -> None:
         assert sorted(ids) == sorted(rows)
         total += len(ids)
     assert total == pq.read_table(lake.local_path(layout.manifest_key)).num_rows
+    return total
+
+
+def test_lhotse_reads_the_cuts_and_their_audio_with_no_glue(built, monkeypatch) -> None:
+    lake, version = built
+    # The recordings' commands find the shards below $ASR_DISTILL_LAKE (paths relative to the lake).
+    monkeypatch.setenv("ASR_DISTILL_LAKE", str(lake.root))
+    assert _load_every_cut(lake, version) > 0
+
+
+def test_lhotse_loads_a_copied_lake_with_the_original_gone(built, tmp_path, monkeypatch) -> None:
+    lake, version = built
+    copy = copy_lake(lake.root, tmp_path / "moved" / "lake")
+    hidden = lake.root.with_name(lake.root.name + "-away")
+    lake.root.rename(hidden)
+    try:
+        monkeypatch.setenv("ASR_DISTILL_LAKE", str(copy.root))
+        monkeypatch.chdir(tmp_path)
+        assert _load_every_cut(copy, version) > 0
+    finally:
+        hidden.rename(lake.root)
 
 
 def test_our_shards_are_not_lhotse_shar(built) -> None:

@@ -17,7 +17,7 @@ from asr_distill.assets.raw_audio import raw_audio
 from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
 from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, run_index
-from asr_distill.stages.index.schema import PROBE_ERRORS, SIDECAR_ERRORS
+from asr_distill.stages.index.schema import IGNORED_REASONS, PROBE_ERRORS, SIDECAR_ERRORS
 from asr_distill.stages.index.validation import validate_index_object
 from asr_distill.stages.progress import to_log
 from asr_distill.storage import Storage
@@ -83,7 +83,9 @@ def _index_partition(
         "rows_with_text": s.with_text,
         "header_claims_differ": s.truncated,
         "ignored_objects": s.ignored_objects,
+        "ignored_reasons": md_counts(s.ignored_reasons, "reason", IGNORED_REASONS),
         "ignored_sample": ", ".join(s.ignored_sample) or "-",
+        "swept_temporaries": s.swept_temporaries,
         "orphan_sidecars": s.orphan_sidecars,
         "probe_errors": md_counts(s.probe_errors, "probe_error", PROBE_ERRORS),
         "sidecar_errors": md_counts(s.sidecar_errors, "sidecar_error", SIDECAR_ERRORS),

@@ -102,6 +102,7 @@ def _clean_partition(
             s.rms_hist.labels, s.rms_hist.kept, s.rms_hist.quarantined
         ),
         "known_hashes_from_other_partitions": s.known_hashes,
+        "swept_temporaries": s.swept_temporaries,
         "elapsed_s": round(s.elapsed_s, 2),
         "clips_per_s": round(s.clips_per_s, 1),
         "reused_previous_clean": s.reused,

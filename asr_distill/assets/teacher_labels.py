@@ -178,6 +178,7 @@ def _label_partition(
         "shards": s.shards,
         "shards_labelled": s.shards_labelled,
         "shards_skipped": s.shards_skipped,
+        "swept_temporaries": s.swept_temporaries,
         "retries": s.retries,
         "actor_failures": s.actor_failures,
         "audio_hours": round(counts.audio_s / 3600, 4),

@@ -119,6 +119,7 @@ def training_manifests(
             "config_fingerprint": s.config_fingerprint,
             "config": dg.MetadataValue.json(s.config),
             "elapsed_s": round(s.elapsed_s, 3),
+            "swept_temporaries": s.swept_temporaries,
         }
     )
 

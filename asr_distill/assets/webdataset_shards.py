@@ -114,6 +114,7 @@ def _shard_partition(
             ],
         ),
         "elapsed_s": round(s.elapsed_s, 3),
+        "swept_temporaries": s.swept_temporaries,
         "mb_per_s": s.mb_per_s,
         "realtime_factor": s.realtime_factor,
         "config_fingerprint": s.config_fingerprint,

@@ -8,6 +8,7 @@ from typing import Any
 
 from asr_distill.storage.base import (
     InvalidKeyError,
+    ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
     Storage,
@@ -22,6 +23,7 @@ from asr_distill.storage.local import LocalStorage
 __all__ = [
     "InvalidKeyError",
     "LocalStorage",
+    "ObjectChangedError",
     "ObjectInfo",
     "ObjectNotFoundError",
     "Storage",

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,6 +47,10 @@ class StorageAccessDeniedError(StorageError, PermissionError):
     """The backend refused the request (credentials, ACL)."""
 
 
+class ObjectChangedError(StorageError):
+    """The object was replaced or rewritten while it was being read (its bytes mix two versions)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What a listing or a stat returns about one object."""
@@ -55,6 +59,9 @@ class ObjectInfo:
     size: int
     etag: str | None = None
     mtime: float | None = None
+    # Set only by ``iter_objects(..., include_unaddressable=True)``: why ``key`` cannot be read or
+    # written through this interface (see :func:`key_problem`); such an object is listed, never opened.
+    key_error: str | None = None
 
     @property
     def version_tag(self) -> str:
@@ -62,6 +69,16 @@ class ObjectInfo:
         if self.etag:
             return self.etag
         return f"{self.size}-{int((self.mtime or 0) * 1_000_000)}"
+
+
+@dataclass
+class SweepResult:
+    """What :meth:`Storage.sweep_temporaries` removed (and kept: temporaries of live or recent writers)."""
+
+    removed: int = 0
+    removed_bytes: int = 0
+    kept: int = 0
+    sample: list[str] = field(default_factory=list)  # up to 10 removed names
 
 
 def _check_chars(key: str, what: object) -> None:
@@ -100,6 +117,40 @@ def validate_key(key: str) -> str:
     return key
 
 
+def key_problem(key: str) -> str | None:
+    """Why a listed name cannot be addressed as an object (a reason code of :data:`KEY_PROBLEMS`), or None."""
+    try:
+        validate_key(key)
+    except InvalidKeyError as exc:
+        reason = exc.reason
+        if "/" in key and key.endswith("/"):
+            return "directory_marker"
+        if "segment" in reason:
+            return "dot_or_empty_segment"
+        if "backslash" in reason:
+            return "backslash"
+        if "control" in reason or "NUL" in reason:
+            return "control_character"
+        if "surrogate" in reason:
+            return "not_unicode"
+        if "longer" in reason:
+            return "too_long"
+        return "invalid_name"
+    return None
+
+
+# Reason codes of :func:`key_problem` (names a listing returns that no read may address).
+KEY_PROBLEMS = {
+    "directory_marker": "a key ending in '/' (a folder marker made by consoles and tools)",
+    "dot_or_empty_segment": "a '.', '..' or empty path segment",
+    "backslash": "a backslash (a path separator on Windows)",
+    "control_character": "a control character (newline, tab, NUL, ...)",
+    "not_unicode": "a name that is not valid UTF-8",
+    "too_long": f"longer than {MAX_KEY_BYTES} bytes",
+    "invalid_name": "any other name the storage interface refuses",
+}
+
+
 def validate_prefix(prefix: str) -> str:
     """Validate a listing prefix: ``""``, or a key-like string that may end in ``/``."""
     if not isinstance(prefix, str):
@@ -122,10 +173,16 @@ class Storage(ABC):
 
     # -- listing -------------------------------------------------------------------------
     @abstractmethod
-    def iter_objects(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
+    def iter_objects(
+        self, prefix: str = "", *, recursive: bool = True, include_unaddressable: bool = False
+    ) -> Iterator[ObjectInfo]:
         """Objects whose key starts with ``prefix``, sorted by key, streamed.
 
         With ``recursive=False`` only objects directly below ``prefix`` (no further ``/``).
+        Names no read can address (:func:`key_problem`: control characters, backslashes, ``.``/``..``
+        or empty segments, ``dir/`` markers) are skipped, unless ``include_unaddressable``: then they
+        are listed too, with :attr:`ObjectInfo.key_error` set (what an inventory such as the index
+        needs to account for every object). Every backend treats the same names the same way.
         """
 
     @abstractmethod
@@ -176,6 +233,21 @@ class Storage(ABC):
                 shutil.copyfileobj(src, out, 1 << 20)
             yield dest
 
+    @contextlib.contextmanager
+    def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
+        """:meth:`local_copy` plus the version (:class:`ObjectInfo`) of exactly the bytes in the file.
+
+        Backends take the version from the same request that reads the bytes where they can (OSS: the
+        GET's ETag, and a resumed read is pinned to it); a local file is stat'ed before and after the
+        block and :class:`ObjectChangedError` is raised when it changed meanwhile. This default stats
+        first and checks that the copy has the stat's size.
+        """
+        info = self.stat(key)
+        with self.local_copy(key, suffix) as path:
+            if path.stat().st_size != info.size:
+                raise ObjectChangedError(f"{self.url(key)} changed while it was being read")
+            yield path, info
+
     # -- writing (atomic) ----------------------------------------------------------------
     @abstractmethod
     def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
@@ -205,6 +277,14 @@ class Storage(ABC):
             if not path.exists():
                 raise StorageError(f"nothing was written for {self.url(key)}")
             self.write_file(key, path)
+
+    def sweep_temporaries(self, prefix: str, *, max_age_s: float) -> SweepResult:
+        """Remove leftovers of killed atomic writes below ``prefix`` (never a live writer's).
+
+        Backends whose writes leave no visible temporaries (OSS: one PUT or a multipart upload that is
+        invisible until completed) have nothing to sweep.
+        """
+        return SweepResult()
 
     @abstractmethod
     def delete(self, key: str) -> None:

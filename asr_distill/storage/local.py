@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,16 +17,77 @@ from typing import BinaryIO
 
 from asr_distill.storage.base import (
     InvalidKeyError,
+    ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
     Storage,
     StorageError,
+    SweepResult,
+    key_problem,
     validate_key,
     validate_prefix,
 )
 
-# Temporary files of in-flight atomic writes start with this and are never listed.
+# Temporary files of in-flight atomic writes start with this and are never listed. The rest of the
+# name says who writes it: ``<host tag>.<pid>.<process start>.<random>-<final name>`` (host tag: 8 hex
+# digits of sha256(hostname); process start: clock ticks since boot, /proc/<pid>/stat field 22, 0 where
+# unknown), so a sweep can tell a live writer's temporary from a killed one's.
 TMP_MARK = ".asrd-tmp-"
+_TMP_OWNER = re.compile(r"^\.asrd-tmp-([0-9a-f]{8})\.(\d+)\.(\d+)\.[0-9a-f]+-")
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def _process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot (Linux), None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return 0
+    # Field 2 (the command) may hold spaces and parentheses: split after its last ')'.
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+@functools.lru_cache(maxsize=4)
+def _owner_tag(pid: int) -> str:
+    """``<host>.<pid>.<start>`` of this process (cached per pid: a forked child computes its own)."""
+    start = 0
+    if os.path.isdir("/proc/self"):
+        start = _process_start(pid) or 0
+    return f"{_host_tag()}.{pid}.{start}"
+
+
+def tmp_name(final_name: str) -> str:
+    """The temporary name of an atomic write of ``final_name`` by this process."""
+    return f"{TMP_MARK}{_owner_tag(os.getpid())}.{uuid.uuid4().hex[:12]}-{final_name}"[:255]
+
+
+def writer_alive(name: str) -> bool | None:
+    """Whether the writer named in a temporary's name is alive: True/False when it ran on this host
+    and this host can tell (the pid exists with the same start time), None when unknown (another
+    host, an old-style name)."""
+    m = _TMP_OWNER.match(name)
+    if m is None or m.group(1) != _host_tag():
+        return None
+    pid, start = int(m.group(2)), int(m.group(3))
+    if os.path.isdir("/proc/self"):
+        current = _process_start(pid)
+        if current is None:
+            return False
+        return start == 0 or current == 0 or current == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @functools.lru_cache(maxsize=8192)
@@ -86,13 +151,17 @@ class LocalStorage(Storage):
         out.sort(key=lambda item: item[0])
         return out
 
-    def _walk(self, directory: Path, key_prefix: str, name_filter: str, recursive: bool) -> Iterator[ObjectInfo]:
+    def _walk(
+        self, directory: Path, key_prefix: str, name_filter: str, recursive: bool, unaddressable: bool
+    ) -> Iterator[ObjectInfo]:
         for sort_name, entry in self._sorted_entries(directory):
             if not entry.name.startswith(name_filter):
                 continue
             if sort_name.endswith("/"):
                 if recursive:
-                    yield from self._walk(Path(entry.path), f"{key_prefix}{entry.name}/", "", True)
+                    yield from self._walk(
+                        Path(entry.path), f"{key_prefix}{entry.name}/", "", True, unaddressable
+                    )
                 continue
             if not entry.is_file(follow_symlinks=False):
                 continue  # sockets, fifos, symlinks: not objects
@@ -100,14 +169,23 @@ class LocalStorage(Storage):
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed while listing
-            yield self._info(key_prefix + entry.name, st)
+            key = key_prefix + entry.name
+            problem = key_problem(key)
+            if problem is None:
+                yield self._info(key, st)
+            elif unaddressable:
+                yield ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9, key_error=problem)
 
-    def iter_objects(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
+    def iter_objects(
+        self, prefix: str = "", *, recursive: bool = True, include_unaddressable: bool = False
+    ) -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
         self._require_root()
         dir_part, _, name_part = prefix.rpartition("/")
         directory = self.root / dir_part if dir_part else self.root
-        yield from self._walk(directory, f"{dir_part}/" if dir_part else "", name_part, recursive)
+        yield from self._walk(
+            directory, f"{dir_part}/" if dir_part else "", name_part, recursive, include_unaddressable
+        )
 
     def list_prefixes(self, prefix: str = "") -> Iterator[str]:
         validate_prefix(prefix)
@@ -137,6 +215,30 @@ class LocalStorage(Storage):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(f"{self.url(key)} does not exist") from exc
 
+    @contextlib.contextmanager
+    def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
+        """The file itself and its size + mtime; raises :class:`ObjectChangedError` after the block
+        when the file was rewritten or replaced while the block read it."""
+        path = self._path(key)
+        try:
+            before = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ObjectNotFoundError(f"{self.url(key)} does not exist") from exc
+        if not path.is_file():
+            raise ObjectNotFoundError(f"{self.url(key)} is not an object")
+        yield path, self._info(key, before)
+        try:
+            after = os.stat(path)
+        except FileNotFoundError:
+            after = None
+        same = after is not None and (before.st_ino, before.st_size, before.st_mtime_ns) == (
+            after.st_ino,
+            after.st_size,
+            after.st_mtime_ns,
+        )
+        if not same:
+            raise ObjectChangedError(f"{self.url(key)} changed while it was being read")
+
     def read_bytes(self, key: str) -> bytes:
         with self._open(key) as fh:
             return fh.read()
@@ -156,7 +258,7 @@ class LocalStorage(Storage):
     def _atomic_target(self, key: str) -> Iterator[Path]:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f"{TMP_MARK}{uuid.uuid4().hex}-{final.name}"[:255]
+        tmp = final.parent / tmp_name(final.name)
         try:
             yield tmp
             with open(tmp, "rb+") as fh:
@@ -192,4 +294,41 @@ class LocalStorage(Storage):
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    # -- leftovers -----------------------------------------------------------------------
+    def sweep_temporaries(self, prefix: str, *, max_age_s: float) -> SweepResult:
+        """Remove ``.asrd-tmp-*`` files below the folder ``prefix`` left by killed writers.
 
+        A temporary is removed when it was not modified for ``max_age_s`` and its writer is not known to
+        be alive: on this host the pid and process start encoded in its name are checked (a live writer's
+        temporary is kept whatever its age, e.g. a stalled upload); another host's is judged by age only
+        (a writer keeps its temporary's mtime fresh while it writes).
+        """
+        validate_prefix(prefix)
+        result = SweepResult()
+        folder = self.root / prefix.rstrip("/") if prefix else self.root
+        if not folder.is_dir():
+            return result
+        now = time.time()
+        for dirpath, _dirnames, filenames in os.walk(folder):
+            for name in filenames:
+                if not name.startswith(TMP_MARK):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # its writer finished meanwhile
+                alive = writer_alive(name)
+                stale = alive is not True and now - st.st_mtime >= max_age_s
+                if not stale:
+                    result.kept += 1
+                    continue
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                result.removed += 1
+                result.removed_bytes += st.st_size
+                if len(result.sample) < 10:
+                    result.sample.append(os.path.relpath(path, self.root))
+        return result

@@ -65,12 +65,38 @@ def _store(lake: Storage | str) -> Storage:
     return open_storage(lake) if isinstance(lake, str) else lake
 
 
+def resolve_lake_path(lake: Storage | str, relative: str) -> str:
+    """A manifest's lake-relative path (a line of ``tarred_audio_filepaths.txt``) as the trainer opens
+    it: the local path when the lake is a directory, else its URL (e.g. ``oss://...``)."""
+    store = _store(lake)
+    key = join_key(relative)
+    path = store.local_path(key)
+    return str(path) if path is not None else store.url(key)
+
+
+def nemo_tarred_filepaths(
+    lake: Storage | str, split: str, bucket: str | None = None, version: str | None = None
+) -> list[str]:
+    """NeMo's ``tarred_audio_filepaths`` for one split (and bucket) of a manifest version (default:
+    latest), resolved against ``lake`` wherever it lives now: the order is the file's, so ``shard_id``
+    ``i`` of ``tarred_audio_manifest.jsonl`` is entry ``i``."""
+    store = _store(lake)
+    version = version or _latest_version(store)
+    parts = ["nemo", split, *([bucket] if bucket else []), "tarred_audio_filepaths.txt"]
+    lines = store.read_bytes(join_key(MANIFEST_ROOT, version, *parts)).decode("utf-8").splitlines()
+    return [resolve_lake_path(store, line) for line in lines if line.strip()]
+
+
+def _latest_version(store: Storage) -> str:
+    latest = json.loads(store.read_bytes(join_key(MANIFEST_ROOT, "latest.json")))
+    return str(latest["version"])
+
+
 def read_split(lake: Storage | str, split: str, version: str | None = None) -> list[Sample]:
     """The rows of one split (``train``/``dev``/``test``) of a manifest version (default: latest)."""
     store = _store(lake)
     if version is None:
-        latest = json.loads(store.read_bytes(join_key(MANIFEST_ROOT, "latest.json")))
-        version = str(latest["version"])
+        version = _latest_version(store)
     data = store.read_bytes(join_key(MANIFEST_ROOT, version, "manifest.parquet"))
     table = pq.read_table(io.BytesIO(data), columns=_COLUMNS, filters=[("split", "=", split)])
     return [Sample(**{k: v for k, v in r.items() if k != "split"}) for r in table.to_pylist()]

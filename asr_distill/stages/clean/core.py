@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from asr_distill.stages._procpool import EXECUTORS, Executor, OrderedPool, defau
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.metrics import SignalAnalyzer, feature_frames, subsampled_frames, text_stats
 from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASONS, RECORDING_REASONS
-from asr_distill.storage import Storage
+from asr_distill.storage import ObjectChangedError, ObjectInfo, Storage
 from asr_distill.tableio import path_sha256, read_table
 
 Row = dict[str, Any]
@@ -64,6 +65,33 @@ def _measure(path: Path, row: Mapping[str, Any], cfg: CleanConfig, out: Row) -> 
         return analyzer.peak == 0.0
 
 
+def _norm_etag(etag: str | None) -> str | None:
+    return etag.strip().strip('"').upper() if etag else None
+
+
+def version_difference(row: Mapping[str, Any], info: ObjectInfo) -> str | None:
+    """What differs between the version the index probed (``row``) and the one read now, or None.
+
+    The version is the ETag when both sides have one (OSS), else size and mtime (local; the index
+    stores mtime to the microsecond). A row that records no version (neither ETag nor mtime: not
+    written by the index stage) is not compared.
+    """
+    if not row.get("etag") and row.get("mtime") is None:
+        return None
+    if row.get("size") is not None and int(row["size"]) != info.size:
+        return f"size {info.size} != index {row['size']}"
+    old_etag, new_etag = _norm_etag(row.get("etag")), _norm_etag(info.etag)
+    if old_etag and new_etag:
+        return None if old_etag == new_etag else f"etag {info.etag} != index {row.get('etag')}"
+    old_mtime = row.get("mtime")
+    if isinstance(old_mtime, datetime) and info.mtime is not None:
+        old_us = round(old_mtime.timestamp() * 1_000_000)
+        new_us = round(info.mtime * 1_000_000)
+        if abs(old_us - new_us) > 1:
+            return f"mtime {new_us / 1e6:.6f} != index {old_us / 1e6:.6f}"
+    return None
+
+
 def analyze_clip(row: Mapping[str, Any], store: Storage, cfg: CleanConfig) -> Row:
     """Everything about one clip except the duplicate decision. Never raises for bad audio."""
     out: Row = {name: row.get(name) for name in INDEX_COLUMNS}
@@ -76,16 +104,31 @@ def analyze_clip(row: Mapping[str, Any], store: Storage, cfg: CleanConfig) -> Ro
     if probe_failed:
         reasons.append("probe_failed")
     all_zero = False
+    changed: str | None = None
     try:
-        with store.local_copy(key, suffix=Path(key).suffix) as path:
-            out["source_sha256"] = path_sha256(path)
-            if not probe_failed:
-                all_zero = _measure(path, row, cfg, out)
+        if row.get("probe_error") == "unaddressable_key":
+            raise DecodeError("read_error", "the object's name cannot be addressed (see probe_detail)")
+        # The bytes measured and the version compared come from the same read (one request on OSS).
+        with store.versioned_copy(key, suffix=Path(key).suffix) as (path, info):
+            changed = version_difference(row, info)
+            if changed is None:
+                out["source_sha256"] = path_sha256(path)
+                if not probe_failed:
+                    all_zero = _measure(path, row, cfg, out)
+    except ObjectChangedError as exc:
+        changed = str(exc)
     except DecodeError as exc:
         out["decode_error"], out["decode_detail"] = exc.reason_code, exc.detail
     except Exception as exc:  # storage failures, or a bug: one row with a reason, never a crashed run
         code = "internal_error" if out["source_sha256"] else "read_error"
         out["decode_error"], out["decode_detail"] = code, f"{type(exc).__name__}: {exc}"
+    if changed is not None:
+        # Never a row mixing the index's facts about one version with measurements of another.
+        for name in CLEAN_COLUMNS[len(INDEX_COLUMNS) :]:
+            out[name] = None
+        out["decode_detail"] = f"changed since the index: {changed}"[:300]
+        reasons.append("changed_since_index")
+        all_zero = False
     if out["decode_error"] and not probe_failed:
         reasons.append("decode_failed")
     _audio_rules(out, cfg, reasons, all_zero)

@@ -7,6 +7,7 @@ from asr_distill.stages._procpool import Executor
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.core import load_known_hashes, read_index_rows
 from asr_distill.stages.clean.writer import CleanSummary, clean_to_tables, reusable_clean
+from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.storage import Storage
 from asr_distill.tableio import object_sha256
@@ -37,6 +38,7 @@ def run_clean(
     kept_key, quarantine_key = layout.cleaned_kept_key(partition), layout.cleaned_quarantine_key(partition)
     long_form_key = layout.cleaned_long_form_key(partition)
     index_key = layout.audio_index_key(partition)
+    swept = sweep_stage_folder(lake, kept_key.rpartition("/")[0] + "/", say)
     others: list[str] = []
     if cross_partition_dedup and cfg.dedup:
         # Clips kept and long-form recordings passed by other partitions: a whole recording that
@@ -81,5 +83,6 @@ def run_clean(
             long_form_key=long_form_key,
         )
     summary.known_hashes = len(known)
+    summary.swept_temporaries = swept.removed
     say(summary.funnel_text())
     return summary

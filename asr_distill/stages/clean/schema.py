@@ -19,6 +19,10 @@ SCHEMA_VERSION = "2"  # 2: the long_form table
 # Quarantine reasons, in funnel order (a clip counts in the funnel under its first reason).
 REASONS = {
     "probe_failed": "the index probe failed (index probe_error set); the clip is not decoded",
+    "changed_since_index": (
+        "the raw object is not the version the index probed (ETag on OSS, size + mtime locally) or "
+        "changed while it was read; not measured (decode_detail says what differs): re-index, then clean"
+    ),
     "decode_failed": "decoding failed (decode_error holds the code, decode_detail the message)",
     "truncated": "decoded duration < truncation_ratio x the duration the header claims",
     "non_finite": "the decoded samples contain NaN or Inf",

@@ -104,6 +104,7 @@ class CleanSummary:
     # Of this run, not of the tables (neither is in to_dict, so neither is stored with the tables):
     reused: bool = False  # the existing tables were kept (same index, rules and known duplicates)
     known_hashes: int = 0  # content hashes known from partitions cleaned before
+    swept_temporaries: int = 0  # stale .asrd-tmp-* leftovers of killed writes removed from the folder
 
     @property
     def clips_per_s(self) -> float:

@@ -30,13 +30,19 @@ import pyarrow.parquet as pq
 from asr_distill import lake as lake_layout
 from asr_distill.stages._procpool import OrderedPool, default_workers
 from asr_distill.stages.index.probe import Probe, probe_audio
-from asr_distill.stages.index.schema import AUDIO_EXTENSIONS, AUDIO_INDEX_SCHEMA, SIDECAR_EXTENSIONS
+from asr_distill.stages.index.schema import (
+    AUDIO_EXTENSIONS,
+    AUDIO_INDEX_SCHEMA,
+    SIDECAR_EXTENSIONS,
+    SIDECAR_MAX_BYTES,
+)
+from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
-from asr_distill.storage import ObjectInfo, ObjectNotFoundError, Storage, StorageError
+from asr_distill.storage import InvalidKeyError, ObjectInfo, ObjectNotFoundError, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = "1"  # bump when probing logic changes what a row holds
+INDEX_VERSION = "2"  # bump when probing logic changes what a row holds
 FINGERPRINT_META = b"asr_distill.listing_fingerprint"
 DURATION_BINS_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, float("inf"))
 
@@ -90,11 +96,13 @@ class IndexSummary:
     format_rate: Counter[tuple[str, int]] = field(default_factory=Counter)
     duration_hist: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BINS_S) - 1))
     ignored_objects: int = 0
-    ignored_sample: list[str] = field(default_factory=list)
+    ignored_reasons: Counter[str] = field(default_factory=Counter)  # IGNORED_REASONS code -> objects
+    ignored_sample: list[str] = field(default_factory=list)  # "<reason>: <key>", up to 10
     orphan_sidecars: int = 0
     elapsed_s: float = 0.0
     skipped: bool = False  # the listing was unchanged: the existing index was reused
     fingerprint: str = ""
+    swept_temporaries: int = 0  # stale .asrd-tmp-* leftovers of killed writes removed from the folder
 
     @property
     def error_rows(self) -> int:
@@ -142,9 +150,12 @@ def _stem(key: str) -> str:
 
 
 def group_listing(
-    objects: Iterable[ObjectInfo], on_ignored: Callable[[ObjectInfo], None] | None = None
+    objects: Iterable[ObjectInfo], on_ignored: Callable[[ObjectInfo, str], None] | None = None
 ) -> Iterator[Group]:
-    """Group a key-sorted listing into stems; yields each group once all of its keys were seen."""
+    """Group a key-sorted listing into stems; yields each group once all of its keys were seen.
+
+    Objects that get no row are passed to ``on_ignored`` with an ``IGNORED_REASONS`` code.
+    """
     pending: dict[str, Group] = {}
 
     def flush_before(key: str) -> Iterator[Group]:
@@ -154,9 +165,13 @@ def group_listing(
     for obj in objects:
         yield from flush_before(obj.key)
         ext = _ext(obj.key)
+        if obj.key_error == "directory_marker":
+            if on_ignored:
+                on_ignored(obj, "directory_marker")
+            continue
         if ext not in AUDIO_EXTENSIONS and ext not in SIDECAR_EXTENSIONS:
             if on_ignored:
-                on_ignored(obj)
+                on_ignored(obj, "not_audio")
             continue
         stem = _stem(obj.key)
         group = pending.get(stem)
@@ -171,8 +186,30 @@ def group_listing(
     yield from pending.values()
 
 
+def _read_sidecar(store: Storage, obj: ObjectInfo) -> bytes | str:
+    """The sidecar's bytes (at most :data:`SIDECAR_MAX_BYTES`), or a ``SIDECAR_ERRORS`` code."""
+    if obj.key_error:
+        return "unaddressable_key"
+    if obj.size > SIDECAR_MAX_BYTES:
+        return "too_large"
+    try:
+        # Never read past the cap, even when the object grew since the listing.
+        data = store.read_range(obj.key, 0, SIDECAR_MAX_BYTES + 1)
+    except InvalidKeyError:
+        return "unaddressable_key"
+    except ObjectNotFoundError:  # removed since the listing; access/network errors fail the step
+        return "read_error"
+    if len(data) > SIDECAR_MAX_BYTES:
+        return "too_large"
+    return data
+
+
 def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
-    """Text, language and speaker from a group's sidecars, with an error code when one is bad."""
+    """Text, language and speaker from a group's sidecars, with an error code when one is bad.
+
+    Never raises for a bad sidecar (malformed, too deep, too large, unaddressable): the code goes to
+    ``sidecar_error`` and the audio row stays.
+    """
     out: dict[str, Any] = {
         "text": None,
         "language": None,
@@ -183,22 +220,28 @@ def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
     txt_text = None
     if group.txt is not None:
         out["sidecar_key"] = group.txt.key
-        try:
-            txt_text = store.read_bytes(group.txt.key).decode("utf-8").strip()
-            out["text"] = txt_text
-        except UnicodeDecodeError:
-            out["sidecar_error"] = "not_utf8"
-        except ObjectNotFoundError:  # removed since the listing; access/network errors fail the step
-            out["sidecar_error"] = "read_error"
+        data = _read_sidecar(store, group.txt)
+        if isinstance(data, str):
+            out["sidecar_error"] = data
+        else:
+            try:
+                txt_text = data.decode("utf-8").strip()
+                out["text"] = txt_text
+            except UnicodeDecodeError:
+                out["sidecar_error"] = "not_utf8"
     if group.json is not None:
         out["sidecar_key"] = group.json.key
+        data = _read_sidecar(store, group.json)
+        if isinstance(data, str):
+            out["sidecar_error"] = data
+            return out
         try:
-            doc = json.loads(store.read_bytes(group.json.key).decode("utf-8"))
+            doc = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError:
             out["sidecar_error"] = "not_utf8"
             return out
-        except ObjectNotFoundError:
-            out["sidecar_error"] = "read_error"
+        except RecursionError:
+            out["sidecar_error"] = "too_deep"
             return out
         except ValueError:
             out["sidecar_error"] = "invalid_json"
@@ -222,6 +265,8 @@ def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
 
 def probe_object(store: Storage, obj: ObjectInfo) -> Probe:
     """Probe one object from any store: by path when local, by bytes otherwise."""
+    if obj.key_error:
+        return Probe(error="unaddressable_key", detail=f"{obj.key_error}: {obj.key!r}"[:300])
     if obj.size == 0:
         return Probe(error="empty_object", detail="0 bytes")
     try:
@@ -238,10 +283,20 @@ def probe_object(store: Storage, obj: ObjectInfo) -> Probe:
         return Probe(error="read_error", detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
+def storable_key(key: str) -> str:
+    """``key`` as Parquet can store it: a name that is not UTF-8 (a local file name's undecodable bytes,
+    held as lone surrogates) keeps its bytes as ``\\xNN`` escapes."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return key
+
+
 def make_row(partition: str, obj: ObjectInfo, probe: Probe, side: dict[str, Any]) -> dict[str, Any]:
     return {
         "partition": partition,
-        "key": obj.key,
+        "key": storable_key(obj.key),
         "size": obj.size,
         "etag": obj.etag,
         "mtime": datetime.fromtimestamp(obj.mtime, UTC) if obj.mtime is not None else None,
@@ -280,7 +335,7 @@ class Fingerprinter:
 
     def watch(self, objects: Iterable[ObjectInfo]) -> Iterator[ObjectInfo]:
         for obj in objects:
-            self._h.update(f"{obj.key}\t{obj.version_tag}\n".encode())
+            self._h.update(f"{obj.key}\t{obj.version_tag}\n".encode("utf-8", "surrogateescape"))
             self.objects += 1
             self.bytes += obj.size
             yield obj
@@ -292,7 +347,7 @@ class Fingerprinter:
 def listing_fingerprint(store: Storage, prefix: str) -> ListingFingerprint:
     """The fingerprint of everything listed under ``prefix`` (changes when any object changes)."""
     fp = Fingerprinter()
-    for _ in fp.watch(store.iter_objects(prefix)):
+    for _ in fp.watch(store.iter_objects(prefix, include_unaddressable=True)):
         pass
     return fp.result()
 
@@ -341,7 +396,7 @@ ROW_FIELDS = tuple(AUDIO_INDEX_SCHEMA.names)
 
 def _pack(group: Group) -> PackedGroup:
     def obj(o: ObjectInfo) -> tuple[Any, ...]:
-        return (o.key, o.size, o.etag, o.mtime)
+        return (o.key, o.size, o.etag, o.mtime, o.key_error)
 
     return (
         group.stem,
@@ -422,13 +477,14 @@ def iter_index_rows(
     The order, the rows and the listing fingerprint do not depend on the executor or the workers.
     """
 
-    def ignored(obj: ObjectInfo) -> None:
+    def ignored(obj: ObjectInfo, reason: str) -> None:
         summary.ignored_objects += 1
+        summary.ignored_reasons[reason] += 1
         if len(summary.ignored_sample) < 10:
-            summary.ignored_sample.append(obj.key)
+            summary.ignored_sample.append(f"{reason}: {storable_key(obj.key)!r}")
 
     def audio_groups() -> Iterator[Group]:
-        listing = raw.iter_objects(prefix)
+        listing = raw.iter_objects(prefix, include_unaddressable=True)
         if fingerprinter is not None:
             listing = fingerprinter.watch(listing)
         for group in group_listing(listing, ignored):
@@ -595,7 +651,9 @@ def run_index(
     say = Reporter("index", partition, progress)
     prefix, out_key = lake_layout.raw_prefix(partition), lake_layout.audio_index_key(partition)
     say(f"indexing {raw.url(prefix)} -> {lake.url(out_key)}")
+    swept = sweep_stage_folder(lake, out_key.rpartition("/")[0] + "/", say)
     s = build_index(raw, lake, partition, prefix, out_key, config, force=force, progress=say)
+    s.swept_temporaries = swept.removed
     if s.skipped:
         say(f"{partition}: listing unchanged since the last index ({s.rows} rows); not re-probed")
     else:

@@ -18,7 +18,21 @@ PROBE_ERRORS = {
     "no_audio_data": "the header is fine but there is no decodable audio",
     "decode_error": "the decoder failed while reading audio data",
     "read_error": "the object could not be read from storage",
+    "unaddressable_key": (
+        "the object's name cannot be addressed safely (a control character such as a newline or tab, a "
+        "backslash, a '.', '..' or empty segment, not UTF-8): listed but never read (detail: which)"
+    ),
 }
+
+# Reason codes of objects the listing returns that get no row (``IndexSummary.ignored_reasons``).
+IGNORED_REASONS = {
+    "not_audio": "the extension is neither audio nor a sidecar (.txt/.json)",
+    "directory_marker": "a zero-content key ending in '/' that consoles create for folders",
+}
+
+# A sidecar larger than this is not read (``sidecar_error = too_large``): transcripts are short, and a
+# huge one would cost minutes of text statistics downstream. 1 MiB.
+SIDECAR_MAX_BYTES = 1 << 20
 
 # Reason codes written to ``sidecar_error`` (the audio row itself stays valid).
 SIDECAR_ERRORS = {
@@ -27,6 +41,9 @@ SIDECAR_ERRORS = {
     "bad_field": "a .json field has the wrong type (text, language and speaker must be strings)",
     "conflicting_sidecars": "both .txt and .json exist and disagree on the text (the .json wins)",
     "read_error": "the sidecar could not be read from storage",
+    "too_large": "the sidecar is larger than SIDECAR_MAX_BYTES (1 MiB) and was not read",
+    "too_deep": "the .json sidecar nests too deeply to parse (e.g. 1,000 levels of arrays)",
+    "unaddressable_key": "the sidecar's name cannot be addressed safely (see probe_error unaddressable_key)",
 }
 
 # Plausible header values of a probed row (``probe_error`` null), checked by the pandera schema

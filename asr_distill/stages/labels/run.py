@@ -43,6 +43,7 @@ from asr_distill.stages.labels.verify import (
     flag_rate_problems,
     wer_tiers,
 )
+from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.storage import Storage
 from asr_distill.tableio import read_parquet_metadata, read_table
@@ -102,6 +103,7 @@ class LabelsSummary:
     realtime_factor: float | None = None  # audio of every current label per wall second of this run
     reused: bool = False  # the labels were current: no actor started
     elapsed_s: float = 0.0
+    swept_temporaries: int = 0  # stale .asrd-tmp-* leftovers of killed writes removed from the folder
 
     @property
     def version(self) -> str:
@@ -172,6 +174,7 @@ def run_labels(
     :class:`LabelsIncomplete` when a shard failed (``current.json`` then is not replaced).
     """
     say = Reporter("labels", partition, progress)
+    swept = sweep_stage_folder(lake, f"{layout.LABELS}/{partition}/", say)
     sl = layout.shard_layout(partition)
     shards = read_table(lake, sl.shards_key)
     index = read_table(lake, sl.index_key)
@@ -286,4 +289,5 @@ def run_labels(
         realtime_factor=rtf,
         reused=bool(sha_of) and unchanged,
         elapsed_s=wall,
+        swept_temporaries=swept.removed,
     )

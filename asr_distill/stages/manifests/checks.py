@@ -261,7 +261,7 @@ def check_formats(lake: Storage, record: dict[str, Any], manifest: pa.Table) -> 
             out.append({"split": split, "problem": "nemo_row_count", "nemo": len(got), "parquet": len(exp)})
         else:
             for g, e, shard in zip(got, exp, shard_of, strict=True):
-                if (g[0], g[2], g[3]) != (e[0], e[2], e[3]) or g[1] is None or not g[1].endswith(shard):
+                if (g[0], g[2], g[3]) != (e[0], e[2], e[3]) or g[1] is None or g[1] != shard:
                     out.append({"split": split, "problem": "nemo_row_differs", "member": e[0]})
                     break
         cuts = read_jsonl(lake, layout.lhotse_cuts_key(split))

@@ -58,7 +58,8 @@ from asr_distill.stages.configbase import StageConfig
 from asr_distill.stages.labels.quality import QUALITY_FLAGS
 
 # Bumped whenever the bytes this stage writes change for the same inputs and settings.
-# 2: segment provenance (segment_key, segment_index, offset_s) in every format.
+# 2: segment provenance (segment_key, segment_index, offset_s) in every format; shard paths relative to
+#    the lake root (a copied lake keeps working).
 FORMAT_VERSION = "2"
 
 SPLITS = ("train", "dev", "test")
@@ -112,8 +113,10 @@ class ManifestConfig(StageConfig):
     split_salt: str = "asr_distill-splits-v1"
     speaker_scope: Literal["global", "partition"] = "global"
     # Lhotse recordings read their bytes from the shard with this shell command (AudioSource type
-    # "command"). Placeholders: {path} (local path of the tar, else its URL, shell-quoted), {url},
-    # {key}, {offset}, {size}, {end} (offset + size - 1).
+    # "command"). Placeholders: {path} (the tar's path below the lake root, resolved when the command
+    # runs: ``"${ASR_DISTILL_LAKE:-data/lake}"/<key>``, so a moved or copied lake only needs that
+    # variable), {url} (the tar's URL when the manifest was written), {key} (its lake key, shell-quoted),
+    # {offset}, {size}, {end} (offset + size - 1).
     lhotse_command: str = (
         "dd if={path} iflag=skip_bytes,count_bytes skip={offset} count={size} bs=1M status=none"
     )

@@ -5,14 +5,17 @@
   ``audio_filepath`` = the member's name in its tar, ``duration``, ``text``, ``shard_id``, ``lang``, and
   the provenance ``source_key``, ``source_offset_s``, ``segment_index``; never ``offset``: NeMo applies
   an ``offset`` inside the member, and a segment's member already starts at its offset) and
-  ``tarred_audio_filepaths.txt`` (the ordered tar list: line ``i`` is the tar of ``shard_id == i``).
+  ``tarred_audio_filepaths.txt`` (the ordered tar list: line ``i`` is the tar of ``shard_id == i``, as a
+  path relative to the lake root, i.e. the shard's lake key, so a moved or copied lake keeps working;
+  :func:`asr_distill.student.loader.nemo_tarred_filepaths` resolves them against a lake).
   NeMo's ``tarred_audio_filepaths`` takes that list (a YAML list; a brace pattern like
   ``shard-{000000..000003}.tar`` cannot name tars spread over buckets and partitions). The same files per
   duration bucket below ``<split>/<bucket>/`` feed NeMo's bucketing (a list of lists).
 * **Lhotse**: per split ``cuts.jsonl.gz``, a :class:`lhotse.CutSet` JSONL: one ``MonoCut`` per sample with
   its ``Recording`` and one ``SupervisionSegment`` (text, language, speaker). The recording's
   ``AudioSource`` is of type ``command``: a shell command that prints the member's bytes (a byte-range
-  read of the shard), so ``CutSet.from_jsonl_lazy`` + ``cut.load_audio()`` read it with no glue code.
+  read of the shard, its path resolved below ``$ASR_DISTILL_LAKE`` when the command runs), so
+  ``CutSet.from_jsonl_lazy`` + ``cut.load_audio()`` read it with no glue code.
   The cut's ``start`` is 0 (the member is the sample); a segment's place in its long recording is in
   ``custom`` (``source_key``, ``segment_key``, ``segment_index``, ``source_offset_s``).
   Lhotse Shar does not fit: Shar tars pair each data member with a ``.json`` *Lhotse manifest* and must
@@ -33,6 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from asr_distill import settings
 from asr_distill.lake import ManifestLayout
 from asr_distill.stages.manifests.config import SPLITS, ManifestConfig
 from asr_distill.storage import Storage
@@ -45,10 +49,22 @@ def _json_line(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def tar_location(lake: Storage, key: str) -> str:
-    """How a trainer opens a shard: its local path when the lake has one, else its URL."""
-    path = lake.local_path(key)
-    return str(path) if path is not None else lake.url(key)
+# Where the Lhotse command finds the lake when it runs: the pipeline's own lake variable and default.
+LAKE_ROOT_SHELL = f'"${{{settings.LAKE.name}:-{settings.LAKE.default}}}"'
+
+
+def tar_location(key: str) -> str:
+    """How a manifest names a shard: its path relative to the lake root (the lake key itself).
+
+    No absolute path and no URL: the lake can be moved or copied, and the manifest version (a hash of
+    the inputs' content) names the same bytes wherever the lake lives.
+    """
+    return key
+
+
+def lake_shell_path(key: str) -> str:
+    """A shell word for the shard's path below ``$ASR_DISTILL_LAKE`` (resolved when the command runs)."""
+    return f"{LAKE_ROOT_SHELL}/{shlex.quote(key)}"
 
 
 def write_parquet(lake: Storage, key: str, table: pa.Table) -> dict[str, Any]:
@@ -115,7 +131,7 @@ def write_nemo(lake: Storage, layout: ManifestLayout, rows: list[Row]) -> list[d
                 write_text(
                     lake,
                     layout.nemo_tars_key(split, bucket),
-                    "".join(tar_location(lake, k) + "\n" for k in tars),
+                    "".join(tar_location(k) + "\n" for k in tars),
                 )
             )
     return files
@@ -126,7 +142,7 @@ def lhotse_command(lake: Storage, cfg: ManifestConfig, row: Row) -> str:
     """The shell command that prints the row's audio member (see ``ManifestConfig.lhotse_command``)."""
     offset, size = int(row["audio_offset"]), int(row["audio_size"])
     return cfg.lhotse_command.format(
-        path=shlex.quote(tar_location(lake, row["shard_key"])),
+        path=lake_shell_path(row["shard_key"]),
         url=shlex.quote(lake.url(row["shard_key"])),
         key=shlex.quote(row["shard_key"]),
         offset=offset,

@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asr_distill.lake import ManifestLayout, labelled_partitions, manifest_layout, manifests_latest_key
+from asr_distill.lake import (
+    MANIFESTS,
+    ManifestLayout,
+    labelled_partitions,
+    manifest_layout,
+    manifests_latest_key,
+)
+from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.manifests.config import FORMAT_VERSION, ManifestConfig
 from asr_distill.stages.manifests.core import (
     ManifestInputError,
@@ -51,6 +58,7 @@ class ManifestSummary:
     record: dict[str, Any]  # the version's _MANIFEST.json
     elapsed_s: float = 0.0
     files: list[dict[str, Any]] = field(default_factory=list)
+    swept_temporaries: int = 0  # stale .asrd-tmp-* leftovers of killed writes removed
 
     @property
     def layout(self) -> ManifestLayout:
@@ -114,6 +122,7 @@ def run_manifests(
     cfg = config or ManifestConfig()
     say = Reporter("manifests", None, progress)
     start = time.monotonic()
+    swept = sweep_stage_folder(lake, MANIFESTS + "/", say).removed
     names = sorted(partitions) if partitions else labelled_partitions(lake)
     if not names:
         raise ManifestInputError("no partition has teacher labels (teacher_labels/<partition>/current.json)")
@@ -125,7 +134,7 @@ def run_manifests(
         say(f"manifest version {version} is complete already; nothing rewritten")
         _point_latest(lake, version)
         return ManifestSummary(
-            version, layout.prefix, True, existing, time.monotonic() - start, existing["files"]
+            version, layout.prefix, True, existing, time.monotonic() - start, existing["files"], swept
         )
 
     build = build_manifest(inputs, cfg)
@@ -160,4 +169,4 @@ def run_manifests(
     }
     write_json(lake, layout.record_key, record)
     _point_latest(lake, version)
-    return ManifestSummary(version, layout.prefix, False, record, time.monotonic() - start, files)
+    return ManifestSummary(version, layout.prefix, False, record, time.monotonic() - start, files, swept)

@@ -8,6 +8,7 @@ import pyarrow.compute as pc
 
 from asr_distill import lake as layout
 from asr_distill.stages._procpool import Executor
+from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.plan import SEGMENT_COLUMNS
@@ -45,6 +46,7 @@ def run_shards(
     samples, same size and sha256); ``force`` rewrites every shard.
     """
     say = Reporter("shards", partition, progress)
+    swept = sweep_stage_folder(lake, layout.shard_layout(partition).prefix, say)
     kept = read_table(lake, layout.cleaned_kept_key(partition))
     segments = read_kept_segments(lake, partition)
     n_segments = 0 if segments is None else segments.num_rows
@@ -63,6 +65,7 @@ def run_shards(
     )
     s.input_rows = kept.num_rows
     s.input_segments = n_segments
+    s.swept_temporaries = swept.removed
     say(
         f"{partition}: {s.samples} samples in {s.shards} shards ({s.shards_written} written, "
         f"{s.shards_reused} reused), {s.bytes_written / 1e6:.1f} MB written in {s.elapsed_s:.1f}s"

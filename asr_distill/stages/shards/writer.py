@@ -144,6 +144,7 @@ class ShardSummary:
     elapsed_s: float = 0.0
     input_rows: int = 0  # kept rows given to the stage
     input_segments: int = 0  # kept segment rows given to the stage
+    swept_temporaries: int = 0  # stale .asrd-tmp-* leftovers of killed writes removed from the folder
 
     @property
     def ok(self) -> bool:

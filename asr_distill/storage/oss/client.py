@@ -15,11 +15,14 @@ import logging
 import math
 import os
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import oss2
@@ -34,6 +37,7 @@ from asr_distill.storage.base import (
     ObjectNotFoundError,
     Storage,
     StorageError,
+    key_problem,
     validate_key,
     validate_prefix,
 )
@@ -263,7 +267,9 @@ class OSSStorage(Storage):
                     f"list {self._where(None)}: OSS returned a truncated page without a new token"
                 )
 
-    def iter_objects(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
+    def iter_objects(
+        self, prefix: str = "", *, recursive: bool = True, include_unaddressable: bool = False
+    ) -> Iterator[ObjectInfo]:
         full_prefix = self._full_prefix(prefix)
         previous = ""
         for page in self._pages(full_prefix, "" if recursive else "/"):
@@ -271,19 +277,21 @@ class OSSStorage(Storage):
                 if self.root and not obj.key.startswith(self.root + "/"):
                     continue
                 key = self._relative(obj.key)
-                try:
-                    validate_key(key)
-                except StorageError:
-                    # "dir/" markers made by consoles, or names no backend can address.
-                    logger.debug("skipping unaddressable OSS object %r in %s", obj.key, self.uri)
-                    continue
                 if key <= previous:
                     raise StorageError(
                         f"list {self._where(None)}: OSS listing is not sorted ({previous!r} >= {key!r})"
                     )
                 previous = key
+                # "dir/" markers made by consoles, or names no read can address: listed only on demand.
+                problem = key_problem(key)
+                if problem is not None and not include_unaddressable:
+                    continue
                 yield ObjectInfo(
-                    key=key, size=int(obj.size), etag=obj.etag or None, mtime=float(obj.last_modified)
+                    key=key,
+                    size=int(obj.size),
+                    etag=obj.etag or None,
+                    mtime=float(obj.last_modified),
+                    key_error=problem,
                 )
 
     def list_prefixes(self, prefix: str = "") -> Iterator[str]:
@@ -305,6 +313,16 @@ class OSSStorage(Storage):
     def open_read(self, key: str) -> BinaryIO:
         reader = ObjectReader(self, key)
         return io.BufferedReader(reader, buffer_size=READ_CHUNK)  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
+        """A local copy made by one GET, and the ETag/size/mtime that GET returned (one request)."""
+        with tempfile.TemporaryDirectory(prefix="asrd-copy-") as tmp:
+            dest = Path(tmp) / ("object" + suffix)
+            reader = ObjectReader(self, key)
+            with io.BufferedReader(reader, buffer_size=READ_CHUNK) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, READ_CHUNK)
+            yield dest, reader.object_info
 
     def read_bytes(self, key: str) -> bytes:
         def once() -> bytes:

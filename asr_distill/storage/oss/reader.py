@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import oss2.exceptions as oss_exc
 
-from asr_distill.storage.base import StorageError
+from asr_distill.storage.base import ObjectInfo, StorageError
 from asr_distill.storage.oss.crc64 import crc64
 from asr_distill.storage.oss.errors import StorageIntegrityError
 
@@ -32,10 +32,16 @@ class ObjectReader(io.RawIOBase):
         self._etag: str | None = None
         self._size = 0
         self._server_crc: int | None = None
+        self._mtime: float | None = None
         # CRC of bytes [0, _crc_upto) delivered so far, in order (-1: the check is done or abandoned).
         self._crc = 0
         self._crc_upto = 0
         self._open_at(0)
+
+    @property
+    def object_info(self) -> ObjectInfo:
+        """The version being read: every byte this reader returns belongs to it (resumes use If-Match)."""
+        return ObjectInfo(key=self._key, size=self._size, etag=self._etag or None, mtime=self._mtime)
 
     # -- connection --------------------------------------------------------------------------
     def _open_at(self, pos: int) -> None:
@@ -62,6 +68,7 @@ class ObjectReader(io.RawIOBase):
             self._etag = result.etag
             self._size = int(result.content_length or 0)
             self._server_crc = result.server_crc
+            self._mtime = float(result.last_modified) if result.last_modified is not None else None
         elif byte_range is not None and result.status == 200:
             result.close()
             raise StorageError(f"read {store._where(self._key)}: OSS ignored the range request on resume")
