@@ -14,10 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from asr_distill import lake as layout
 from asr_distill.demo.longform import write_longform_partition
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.core import analyze_clip
-from asr_distill.stages.segment import layout as segment_layout
 from asr_distill.stages.segment.config import SegmentStageConfig
 from asr_distill.stages.segment.core import SegmentSummary, run_segment
 from asr_distill.storage import LocalStorage
@@ -55,7 +55,7 @@ def long_form_rows(raw: LocalStorage, keys: list[str], speakers: dict[str, str] 
         part = key.split("/", 1)[0]
         index_row: dict[str, Any] = {"partition": part, "key": key, "extension": key.rsplit(".", 1)[-1]}
         row = analyze_clip({**index_row, "text": None}, raw, CleanConfig())
-        assert "too_long" in row["reasons"] and row["pcm_sha256"], row
+        assert not row["reasons"] and row["pcm_sha256"] and row["decoded_duration_s"] > 30, row
         if speakers and key in speakers:
             row["speaker"] = speakers[key]
         rows.append(row)
@@ -76,7 +76,7 @@ def segment(
 
 
 def segments_table(lake: LocalStorage, partition: str) -> pa.Table:
-    return read_table(lake, segment_layout.segments_key(partition))
+    return read_table(lake, layout.segmented_segments_key(partition))
 
 
 SEGMENTED_PARTITION = "lf"
