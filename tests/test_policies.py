@@ -59,11 +59,11 @@ def test_transient_error_is_retried(tmp_path, instance, monkeypatch):
     calls = {"n": 0}
     original = LocalStorage.iter_objects
 
-    def flaky(self, prefix="", *, recursive=True):
+    def flaky(self, prefix="", **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise ConnectionResetError("injected: connection reset by peer")
-        return original(self, prefix, recursive=recursive)
+        return original(self, prefix, **kwargs)
 
     monkeypatch.setattr(LocalStorage, "iter_objects", flaky)
     result = dg.materialize(

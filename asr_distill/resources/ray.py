@@ -294,14 +294,14 @@ def _kuberay_resource() -> RayResource:
     from dagster_ray.kuberay import KubeRayCluster
     from dagster_ray.kuberay.configs import RayClusterConfig
 
-    spec_path = os.environ.get(KUBERAY_CLUSTER_ENV)
+    spec_path = env_registry.KUBERAY_CLUSTER.get()
     kwargs: dict[str, Any] = {}
     if spec_path:
         import yaml
 
         with open(spec_path, encoding="utf-8") as fh:
             kwargs["ray_cluster"] = RayClusterConfig(**(yaml.safe_load(fh) or {}))
-    image = os.environ.get(KUBERAY_IMAGE_ENV)
+    image = env_registry.KUBERAY_IMAGE.get()
     if image:
         kwargs["image"] = image
     return KubeRayCluster(lifecycle=_lazy(), **kwargs)
@@ -309,9 +309,9 @@ def _kuberay_resource() -> RayResource:
 
 def make_ray_resource(spec: str | None = None) -> RayResource:
     """The Ray resource for ``spec`` (default ``$ASR_DISTILL_RAY``): see the module docstring."""
-    value = (spec if spec is not None else os.environ.get(RAY_ENV, "")).strip()
+    value = (spec if spec is not None else env_registry.RAY.raw() or "").strip()
     if value in ("", "local"):
-        cpus = os.environ.get(RAY_CPUS_ENV)
+        cpus = env_registry.RAY_NUM_CPUS.get()
         return PrivateLocalRay(num_cpus=int(cpus) if cpus else None)
     if value == "kuberay":
         return _kuberay_resource()

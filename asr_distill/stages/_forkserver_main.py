@@ -9,9 +9,9 @@ script itself, as Python does by default.
 import os
 from multiprocessing import process, spawn
 
-from asr_distill.stages._procpool import FORKSERVER_MAIN_ENV
+from asr_distill import settings
 
-_path = os.environ.get(FORKSERVER_MAIN_ENV)
+_path = settings.FORKSERVER_MAIN.get()
 if _path and os.path.isfile(_path):
     process.current_process()._inheriting = True  # type: ignore[attr-defined]
     try:
