@@ -168,7 +168,11 @@ def test_the_model_is_chosen_in_the_teacher_resource() -> None:
 
     cfg = TeacherResource(options={"model": "auto", "language": "detect"}).teacher_config()
     assert isinstance(cfg, FasterWhisperConfig) and (cfg.model, cfg.language) == ("auto", None)
-    assert TeacherResource().teacher_config() == FasterWhisperConfig()  # default: tiny.en, English
+    # default: Whisper base on every clip, language identified on every clip (README "Model selection")
+    default = TeacherResource().teacher_config()
+    assert default == FasterWhisperConfig(model="base", language=None, language_id="always")
+    # options given: the backend's own defaults for the rest (tiny.en: English)
+    assert TeacherResource(options={"model": "tiny.en"}).teacher_config() == FasterWhisperConfig()
     with pytest.raises(dg.DagsterInvalidConfigError, match="tiny.en, base, auto"):
         TeacherResource(options={"model": "large"}).teacher_config()
     with pytest.raises(dg.DagsterInvalidConfigError, match="language_id"):

@@ -38,9 +38,11 @@ from asr_distill.stages.labels.verify import (
     DEFAULT_MAX_FLAG_RATES,
     CorpusErrorRate,
     LabelCounts,
+    LanguageStats,
     corpus_error_rates,
     count_labels,
     flag_rate_problems,
+    language_stats,
     wer_tiers,
 )
 from asr_distill.stages.progress import ProgressFn, Reporter
@@ -94,6 +96,7 @@ class LabelsSummary:
     error_rates: list[CorpusErrorRate]  # teacher vs reference texts, per metric
     wer_tiers: dict[str, int]
     shards: int
+    languages: list[LanguageStats] = field(default_factory=list)  # declared vs identified, WER/CER
     shards_labelled: int = 0
     shards_skipped: int = 0
     retries: int = 0
@@ -139,10 +142,13 @@ def stamped(table: pa.Table, shard_sha256: str) -> pa.Table:
 
 
 def references(lake: Storage, partition: str, index: pa.Table) -> dict[str, tuple[str, str | None]]:
-    """sample key -> (reference text, language) from the clean stage's kept table."""
-    kept = read_table(lake, layout.cleaned_kept_key(partition)).select(
-        ["key", "reference_text", "label_language"]
-    )
+    """sample key -> (reference text, declared language or None) from the clean stage's kept table.
+
+    The declared language (the sidecar's or the index's), not the clean stage's ``label_language``
+    (which falls back to its configured default): a clip without a declaration is scored in the
+    language the teacher identified.
+    """
+    kept = read_table(lake, layout.cleaned_kept_key(partition)).select(["key", "reference_text", "language"])
     by_source = {k: (t, lang) for k, t, lang in zip(*kept.to_pydict().values(), strict=True) if t is not None}
     return {
         sample: by_source[source]
@@ -249,7 +255,9 @@ def run_labels(
     keys = [layout.labels_key(partition, version, sid) for sid in sorted(sha_of)]
     labels = read_labels(lake, keys)
     counts = count_labels(labels)
-    wers = corpus_error_rates(labels, references(lake, partition, index), quality.cer_languages)
+    refs = references(lake, partition, index)
+    wers = corpus_error_rates(labels, refs, quality.cer_languages)
+    languages = language_stats(labels, refs, quality.cer_languages)
     record = LabelsRecord(
         version=version,
         fingerprint=fingerprint,
@@ -278,6 +286,7 @@ def run_labels(
         error_rates=wers,
         wer_tiers=wer_tiers(labels),
         shards=len(sha_of),
+        languages=languages,
         shards_labelled=run_stats.get("shards_labelled", 0),
         shards_skipped=run_stats.get("shards_skipped", 0),
         retries=run_stats.get("retries", 0),
