@@ -106,3 +106,40 @@ def test_language_table_declared_vs_identified_and_error_rate_per_language() -> 
     assert en.mean_probability is not None and 0.4 < en.mean_probability < 1.0
     by_metric = {w.metric: w for w in corpus_error_rates(table, refs)}
     assert by_metric["cer"].rate == 0.0 and by_metric["cer"].samples == 2
+
+
+def test_manifest_stats_hours_and_counts_per_language() -> None:
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from asr_distill.stages.manifests.core import manifest_stats
+
+    rows = [
+        ("train", "ja", 3.6, "spk_a"),
+        ("train", "ja", 7.2, "spk_b"),
+        ("dev", "en", 1.8, "spk_c"),
+        ("train", "en", 3.6, None),
+    ]
+    manifest = pa.table(
+        {
+            "split": [r[0] for r in rows],
+            "language": [r[1] for r in rows],
+            "duration_s": [r[2] for r in rows],
+            "bucket": ["b0"] * len(rows),
+            "bucket_lo_s": [0.0] * len(rows),
+            "bucket_hi_s": [30.0] * len(rows),
+            "speaker": [r[3] for r in rows],
+        }
+    )
+    build = SimpleNamespace(manifest=manifest, drop_counts={}, dropped=manifest.slice(0, 0), counts=[])
+    st = manifest_stats(build)  # type: ignore[arg-type]
+    assert st["languages"] == {
+        "en": {"samples": 2, "hours": 0.0015, "speakers": 1},
+        "ja": {"samples": 2, "hours": 0.003, "speakers": 2},
+    }
+    assert {(r["split"], r["language"]): r["samples"] for r in st["splits_by_language"]} == {
+        ("train", "en"): 1,
+        ("train", "ja"): 2,
+        ("dev", "en"): 1,
+    }
