@@ -25,10 +25,10 @@ from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.assets.teacher_labels import teacher_labels
 from asr_distill.assets.webdataset_shards import webdataset_shards
+from asr_distill.demo.corpus import FORMATS, SYNTH_RATE, encode
 from asr_distill.demo.japanese import (
     JA_SENTENCES,
     japanese_partition,
-    partition_object,
     sidecar_json,
     speak,
     tts_available,
@@ -39,16 +39,20 @@ from asr_distill.stages.labels import LabelsRecord
 from asr_distill.storage import LocalStorage
 from tests.helpers import register_partitions, stage_resources
 
-pytestmark = pytest.mark.skipif(not tts_available(), reason="the TTS extra (requirements-tts.lock) is missing")
+pytestmark = pytest.mark.skipif(
+    not tts_available(), reason="the TTS extra (requirements-tts.lock) is missing"
+)
 
 JA, MIXED = "ja_read", "mixed_lang"
 JA_CLIPS = 5  # sentences 0-4 (the fifth says 十時, which Whisper writes 10時)
 MIXED_N = 4  # ja, en, ja, en
 BAD_KEY = "ja_read/ja_speaker_09/utt_0001"  # real speech, a sidecar with ten times its text
 # Calibrated on the first run (Whisper base int8, greedy, Kokoro voices; CJK numerals normalised):
-# corpus CER 0.0 over the five ja_read clips; the bound leaves room for a few substituted characters,
-# not for a wrong script or language.
-JA_MAX_CORPUS_CER = 0.10
+# corpus CER 0.119 over the five ja_read clips, per clip 0.0 (three clips; 十時 -> 10時 included), 0.23
+# (私は毎朝 -> 私は、まやさ) and 0.38 (図書館で借り -> 塗所管で仮). The bound leaves room for a
+# substituted character or two more (int8 numerics differ slightly between CPUs), not for a wrong
+# script or language (those score near 1.0).
+JA_MAX_CORPUS_CER = 0.15
 CHECKS = ("labels_cover_samples", "labels_flag_rates", "labels_teacher_wer")
 
 
@@ -62,13 +66,10 @@ def raw(tmp_path_factory):
     store = LocalStorage(tmp_path_factory.mktemp("raw"))
     _write(store, japanese_partition(JA, sentences=JA_CLIPS))
     # mismatched text: another sentence (unique audio, not a duplicate), its sidecar ten times too long
-    from asr_distill.demo.corpus import FORMATS, SYNTH_RATE, encode
-
     audio = speak(JA_SENTENCES[7], "jf_tebukuro", rate=SYNTH_RATE)
     store.write_bytes(BAD_KEY + ".flac", encode(audio, FORMATS["flac_16k"]))
     store.write_bytes(BAD_KEY + ".json", sidecar_json(JA_SENTENCES[7] * 10, "ja", "ja_speaker_09"))
     _write(store, mixed_partition(MIXED, clips=MIXED_N))
-    assert partition_object  # the partition helpers are the demo's own
     return store
 
 
@@ -124,9 +125,9 @@ def test_clean_bounds_keep_real_japanese_and_reject_mismatched_text(runs) -> Non
     # second here) sits inside the clean stage's bounds [1, 25]
     cfg = CleanConfig()
     assert all(r["label_language"] == "ja" for r in kept)
-    assert all(
-        cfg.min_chars_per_second <= r["chars_per_second"] <= cfg.max_chars_per_second for r in kept
-    ), [r["chars_per_second"] for r in kept]
+    assert all(cfg.min_chars_per_second <= r["chars_per_second"] <= cfg.max_chars_per_second for r in kept), [
+        r["chars_per_second"] for r in kept
+    ]
     assert not any(r["reasons"] for r in kept)
     (bad,) = quarantined
     assert bad["key"] == BAD_KEY + ".flac"
