@@ -143,3 +143,21 @@ def test_manifest_stats_hours_and_counts_per_language() -> None:
         ("train", "ja"): 2,
         ("dev", "en"): 1,
     }
+
+
+def test_labels_written_before_the_detected_language_column_still_read(tmp_path) -> None:
+    from asr_distill.stages.labels.run import read_labels
+    from asr_distill.storage import LocalStorage
+    from asr_distill.tableio import write_table
+
+    table = label_shard(ScriptedTeacher(), "s0", _inputs())
+    old = table.drop_columns(["detected_language"])  # a labels file of the previous schema
+    lake = LocalStorage(tmp_path)
+    write_table(lake, "labels/old.parquet", old)
+    write_table(lake, "labels/new.parquet", table)
+    both = read_labels(lake, ["labels/old.parquet", "labels/new.parquet"])
+    assert both.schema.names == LABELS_SCHEMA.names and both.num_rows == 2 * table.num_rows
+    detected = both.column("detected_language").to_pylist()
+    assert detected[: table.num_rows] == [None] * table.num_rows and "ja" in detected[table.num_rows :]
+    refs = {i.key: (i.reference_text, i.expected_language) for i in _inputs() if i.reference_text}
+    assert {s.language for s in language_stats(both, refs)} == {"ja", "en"}

@@ -120,9 +120,21 @@ def empty_labels() -> pa.Table:
     return LABELS_SCHEMA.empty_table()
 
 
+def conform_labels(table: pa.Table) -> pa.Table:
+    """A labels table with every column of :data:`LABELS_SCHEMA`: a column added since the file was
+    written (``detected_language``) is all null, as in a row where the teacher did not report it."""
+    for i, f in enumerate(LABELS_SCHEMA):
+        if f.name not in table.column_names:
+            table = table.add_column(min(i, table.num_columns), f, pa.nulls(table.num_rows, f.type))
+    return table
+
+
 def read_labels(lake: Storage, keys: list[str]) -> pa.Table:
-    """The labels files ``keys`` as one table (the empty labels table when there are none)."""
-    return pa.concat_tables([read_table(lake, k) for k in keys]) if keys else empty_labels()
+    """The labels files ``keys`` as one table (the empty labels table when there are none); files written
+    before a column was added get it as nulls (:func:`conform_labels`)."""
+    if not keys:
+        return empty_labels()
+    return pa.concat_tables([conform_labels(read_table(lake, k)) for k in keys], promote_options="default")
 
 
 def labelled_sha(lake: Storage, key: str) -> str | None:
