@@ -50,7 +50,7 @@ demo-corpus: install
 	@if [ -d "$(ASR_DISTILL_RAW)" ] || [[ "$(ASR_DISTILL_RAW)" == *"://"* ]]; then \
 	  echo "raw store $(ASR_DISTILL_RAW) exists: keeping it (delete it to regenerate the demo corpus)"; \
 	else \
-	  $(PY) -m asr_distill.demo --out "$(ASR_DISTILL_RAW)" --seed 0; \
+	  $(PY) -m asr_distill.demo --out "$(ASR_DISTILL_RAW)" --seed 0 --multilingual; \
 	fi
 
 demo: install dagster-home demo-corpus

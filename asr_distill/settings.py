@@ -137,7 +137,8 @@ TEACHER = _setting("ASR_DISTILL_TEACHER", "faster_whisper", "teacher backend: `f
 TEACHER_OPTIONS = _setting(
     "ASR_DISTILL_TEACHER_OPTIONS",
     "{}",
-    'JSON backend options, e.g. `{"model": "openai/whisper-large-v3", "language": "en"}`',
+    'JSON backend options, e.g. `{"model": "openai/whisper-large-v3", "language": "en"}`; empty with '
+    "`faster_whisper`: Whisper base, languages identified (see *Languages and model selection*)",
 )
 TEACHER_ACTORS = _setting(
     "ASR_DISTILL_TEACHER_ACTORS",

@@ -24,6 +24,15 @@ repetition (the four kinds run back to back in one repetition) with min/median/m
   depends on the machine (1.1-1.5x on the shared 2-core development machine, not 2x), so the target
   is relative to it.
 
+``--languages``: a separate mode, the real-time factor **per model per language** (the numbers behind
+the default model choice in the README): Whisper tiny.en and base (CTranslate2 int8, one thread,
+language identification as the embedded default runs it) on ``--clips`` English clips (flite, else
+espeak-ng) and Japanese clips (Kokoro, the TTS extra), each clip transcribed in one process after a
+warm-up; reports CPU seconds per audio second (process time of the loop: the load of a shared machine
+does not inflate it), wall RTF, and WER/CER against the texts. tiny.en is English only (no Japanese row).
+
+    .venv/bin/python bench/bench_labels.py --languages [--clips 6]
+
 The machine may be shared: look at the spread (and the load average printed with each run) before
 trusting a ratio. When two bare processes gain less than 1.1x over one (no second core was free), the
 scaling row is reported as inconclusive rather than passed.
@@ -201,6 +210,74 @@ def run_child(kind: str, material: dict) -> dict:
     return result
 
 
+def _language_material(clips: int) -> dict[str, list[tuple[str, object]]]:
+    """(reference text, float32 16 kHz audio) per language: English sentences and Japanese ones."""
+    import numpy as np
+    import soxr
+
+    from asr_distill.demo.corpus import SYNTH_RATE, Synthesizer, Voice
+    from asr_distill.demo.japanese import JA_SENTENCES, JA_SPEAKERS, speak
+
+    synth = Synthesizer()
+    voice = Voice("flite", "slt", 1.0) if "slt" in synth.flite_voices else Voice("espeak-ng", "en-us", 160)
+    english = []
+    for text in sentences(clips):
+        raw = synth.synthesize(text, voice)
+        audio = soxr.resample(raw * (0.7 / float(np.abs(raw).max())), SYNTH_RATE, 16_000)
+        english.append((text, audio.astype(np.float32)))
+    japanese = [
+        (t, speak(t, JA_SPEAKERS[i % len(JA_SPEAKERS)][1], rate=16_000))
+        for i, t in enumerate((JA_SENTENCES * (clips // len(JA_SENTENCES) + 1))[:clips])
+    ]
+    return {"en": english, "ja": japanese}
+
+
+def measure_languages(clips: int) -> list[dict]:
+    """RTF (CPU s and wall s per audio s) and WER/CER per model per language (one process, one thread)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from asr_distill.stages.labels.quality import error_rate
+    from asr_distill.teachers import FasterWhisperConfig
+
+    material = _language_material(clips)
+    out = []
+    for model in ("tiny.en", "base"):
+        teacher = FasterWhisperConfig(model=model, language=None, language_id="always").build()
+        for lang, items in material.items():
+            if model.endswith(".en") and lang != "en":
+                continue
+            teacher.transcribe([("warm", items[0][1])], languages=[lang])  # first call: lazy set-up
+            audio_s = sum(len(a) for _, a in items) / 16_000
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            results = teacher.transcribe(
+                [(f"c{i}", a) for i, (_, a) in enumerate(items)], languages=[lang] * len(items)
+            )
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            rates = [
+                error_rate(r.text or "", t, lang)[0] or 0.0 for r, (t, _) in zip(results, items, strict=True)
+            ]
+            out.append(
+                {
+                    "model": model,
+                    "language": lang,
+                    "clips": len(items),
+                    "audio_s": round(audio_s, 2),
+                    "cpu_rtf": cpu / audio_s,
+                    "wall_rtf": wall / audio_s,
+                    "metric": error_rate("", "x", lang)[1],
+                    "mean_error_rate": sum(rates) / len(rates),
+                }
+            )
+            r = out[-1]
+            print(
+                f"  {model:8s} {lang}: {r['clips']} clips, {audio_s:.1f} s audio; CPU s per audio s "
+                f"{r['cpu_rtf']:.3f}, wall {r['wall_rtf']:.3f}; mean {r['metric'].upper()} "
+                f"{r['mean_error_rate']:.3f}",
+                flush=True,
+            )
+        teacher.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=48)
@@ -210,6 +287,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "labels")
     ap.add_argument(
         "--quick", action="store_true", help="small run for `make bench`: 16 clips in 4 shards, 2 repeats"
+    )
+    ap.add_argument(
+        "--languages",
+        action="store_true",
+        help="real-time factor per model (tiny.en, base) per language (en, ja); --clips per language",
     )
     ap.add_argument("--child")
     ap.add_argument("--material")
@@ -222,6 +304,23 @@ def main() -> None:
     from _result import machine, row, write_result
 
     machine_start = machine()
+    if args.languages:
+        clips = args.clips if args.clips != ap.get_default("clips") else 6
+        print(f"{clips} clips per language; one process, one thread", flush=True)
+        measured = measure_languages(clips)
+        rows = [
+            row(
+                f"labels CPU s per audio s, {m['model']} {m['language']}",
+                m["cpu_rtf"],
+                "report",
+                None,
+                f"{m['clips']} clips, {m['audio_s']} s; wall {m['wall_rtf']:.3f}; mean "
+                f"{m['metric'].upper()} {m['mean_error_rate']:.3f}",
+            )
+            for m in measured
+        ]
+        write_result("labels_languages", rows, quick=args.quick, machine_start=machine_start)
+        return
     if args.quick:
         args.clips, args.shard_size, args.repeat = 16, 4, 2
     args.out.mkdir(parents=True, exist_ok=True)

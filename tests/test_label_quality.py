@@ -8,7 +8,9 @@ from asr_distill.stages.labels.quality import (
     QUALITY_FLAGS,
     QualityConfig,
     assess,
+    cjk_numerals_to_digits,
     error_rate,
+    normalize_cjk,
     normalize_text,
     text_flags,
 )
@@ -160,6 +162,45 @@ def test_cer_for_character_languages() -> None:
     assert "chars_per_second_low" not in q.flags  # 3 characters per second of Chinese is normal
     # other languages: basic normalisation (case, punctuation), word level
     assert error_rate("Guten Tag, Welt!", "guten tag welt", "de") == (0.0, "wer")
+
+
+@pytest.mark.parametrize(
+    ("numerals", "digits"),
+    [
+        ("十時", "10時"),
+        ("二十五", "25"),
+        ("三百五", "305"),
+        ("三千", "3000"),
+        ("一万二千", "12000"),
+        ("百二十万", "1200000"),
+        ("一億二千万", "120000000"),
+        ("二〇二六年", "2026年"),
+        ("零", "0"),
+        ("两个", "2个"),
+        ("10時", "10時"),  # digits stay digits
+    ],
+)
+def test_cjk_numerals_become_digits(numerals: str, digits: str) -> None:
+    assert cjk_numerals_to_digits(numerals) == digits
+
+
+def test_cjk_normalisation_width_punctuation_digits_whitespace() -> None:
+    # full-width Latin and digits -> half-width, half-width katakana -> full-width, punctuation gone
+    assert normalize_cjk("ＡＢ１２ ｶﾀｶﾅ「こんにちは」！") == "ab12カタカナこんにちは"
+    assert normalize_cjk("今天，天气很好。\u3000真的？") == "今天天气很好真的"
+    assert normalize_cjk("서울 은, 오늘 맑음!") == "서울은오늘맑음"  # Hangul syllables stay composed
+    assert normalize_cjk("香港 係 一個 城市。") == "香港係1個城市"  # Cantonese (text only)
+    # Whisper writes 10時 for 十時: no error; full-width digits are no error either
+    assert error_rate("明日の会議は10時に始まります。", "明日の会議は十時に始まります。", "ja") == (
+        0.0,
+        "cer",
+    )
+    assert error_rate("会議は１０時", "会議は十時", "ja") == (0.0, "cer")
+    assert error_rate("二零二六年", "2026年", "zh") == (0.0, "cer")
+    assert error_rate("오늘은 3월", "오늘은 삼월", "ko")[0] > 0  # Sino-Korean Hangul numerals: not converted
+    # a real substitution still counts, per character
+    rate, metric = error_rate("この本は図書館で借りました", "この本は図書館で買いました", "ja")
+    assert metric == "cer" and rate == pytest.approx(2 / 13)  # 借り -> 買い: 2 of 13 characters
 
 
 def test_error_rate_edge_cases() -> None:

@@ -23,9 +23,9 @@ from asr_distill.teachers import FasterWhisperConfig
 SR = 16_000
 JA_TEXT = JA_SENTENCES[0]
 # Calibrated on the first run (Kokoro jf_alpha, Whisper base int8, greedy): CER 0.0 on this sentence.
-# Over the ten ja_read/ sentences: CER 0.075, worst clip 0.385 (この本は図書館で借りました -> 塗所管/仮),
-# and 十時 -> 10時 counts as 0.143 until CJK digits are normalised. The bound leaves room for one or two
-# substituted characters, not for a wrong script or language.
+# Over the ten ja_read/ sentences: CER 0.075, worst clip 0.385 (この本は図書館で借りました -> 塗所管/仮);
+# 十時 -> 10時 counted 0.143 of that before CJK numerals were normalised to digits (now 0.0). The bound
+# leaves room for one or two substituted characters, not for a wrong script or language.
 JA_MAX_CER = 0.15
 
 
@@ -168,7 +168,11 @@ def test_the_model_is_chosen_in_the_teacher_resource() -> None:
 
     cfg = TeacherResource(options={"model": "auto", "language": "detect"}).teacher_config()
     assert isinstance(cfg, FasterWhisperConfig) and (cfg.model, cfg.language) == ("auto", None)
-    assert TeacherResource().teacher_config() == FasterWhisperConfig()  # default: tiny.en, English
+    # default: Whisper base on every clip, language identified on every clip (README "Model selection")
+    default = TeacherResource().teacher_config()
+    assert default == FasterWhisperConfig(model="base", language=None, language_id="always")
+    # options given: the backend's own defaults for the rest (tiny.en: English)
+    assert TeacherResource(options={"model": "tiny.en"}).teacher_config() == FasterWhisperConfig()
     with pytest.raises(dg.DagsterInvalidConfigError, match="tiny.en, base, auto"):
         TeacherResource(options={"model": "large"}).teacher_config()
     with pytest.raises(dg.DagsterInvalidConfigError, match="language_id"):

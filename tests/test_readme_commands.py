@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -36,7 +37,9 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     lake = clone / "data" / "lake"
     assert f"lake      : {lake}" in out
     partitions = sorted(p.name for p in (clone / "data" / "raw").iterdir() if p.is_dir())
-    assert partitions == ["broken", "en_conversational", "en_mixed", "en_read", "longform"]
+    # make demo writes a long-form partition and the multilingual ones: ja_read (Japanese, declared) and
+    # mixed_lang (Japanese and English, no declared language)
+    assert partitions == ["broken", "en_conversational", "en_mixed", "en_read", "ja_read", "longform", "mixed_lang"]
     for p in partitions:
         index = lake / "audio_index" / p / "audio_index.parquet"
         assert str(index) in out
@@ -56,6 +59,16 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         shards = pq.read_table(lake / "webdataset_shards" / p / "shards.parquet").column("shard_key").to_pylist()
         assert sorted(current["shards"]) == sorted(shards)
         assert all((lake / key).exists() for key in current["labels"])
+    # The default teacher (Whisper base) identified the languages: Japanese where declared, and each
+    # clip of the undeclared mixed partition.
+    def labels_of(p: str) -> pa.Table:
+        files = json.loads((lake / "teacher_labels" / p / "current.json").read_text())["labels"]
+        return pa.concat_tables([pq.read_table(lake / f) for f in files])
+
+    assert set(labels_of("ja_read").column("detected_language").to_pylist()) == {"ja"}
+    mixed = labels_of("mixed_lang")
+    assert set(mixed.column("detected_language").to_pylist()) == {"ja", "en"}
+    assert set(mixed.column("expected_language").to_pylist()) == {None}
     # ... and the manifest of the last run covers every partition, in all three formats.
     latest = json.loads((lake / "training_manifests" / "latest.json").read_text())
     version_dir = lake / "training_manifests" / latest["version"]

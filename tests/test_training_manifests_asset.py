@@ -50,7 +50,14 @@ def test_asset_materialises_with_passing_checks_and_reuses_its_version(base, tmp
     assert read_latest(lake)["version"] == version and md["reused"].value is False
     manifest = pq.read_table(lake.local_path(manifest_layout(version).manifest_key))
     assert md["samples"].value == manifest.num_rows == md["dagster/row_count"].value
-    for name in ("per_split", "per_split_language", "drops_by_rule", "buckets", "per_partition"):
+    for name in (
+        "per_split",
+        "per_language",
+        "per_split_language",
+        "drops_by_rule",
+        "buckets",
+        "per_partition",
+    ):
         assert "|" in md[name].value, name
     assert "high_wer" in md["drops_by_rule"].value and "no_label" in md["drops_by_rule"].value
     assert md["bucket_edges"].value == sorted(md["bucket_edges"].value)

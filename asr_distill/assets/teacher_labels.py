@@ -193,7 +193,47 @@ def _label_partition(
         if s.error_rates
         else dg.MetadataValue.md("_no reference texts_"),
         "wer_tiers": md_table(["per-sample WER", "samples"], list(s.wer_tiers.items())),
+        "languages": _language_table(s.languages),
     }
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x:.1%}"
+
+
+def _language_table(languages: list[Any]) -> dg.MetadataValue:
+    """Per language: declared vs identified, agreement, identification probability, WER/CER."""
+    if not languages:
+        return dg.MetadataValue.md("_no labels_")
+    return md_table(
+        [
+            "language",
+            "samples",
+            "declared",
+            "identified",
+            "agreement",
+            "identified instead",
+            "mean p",
+            "metric",
+            "rate",
+            "with reference",
+        ],
+        [
+            (
+                x.language,
+                x.samples,
+                x.declared,
+                x.identified,
+                _pct(x.agreement),
+                ", ".join(f"{k}: {v}" for k, v in x.confusions.items()),
+                "" if x.mean_probability is None else round(x.mean_probability, 3),
+                x.metric or "",
+                "" if x.error_rate is None else round(x.error_rate, 4),
+                x.samples_with_reference,
+            )
+            for x in languages
+        ],
+    )
 
 
 def _reader(store: Storage, ray_cluster: RayResource) -> WebDatasetShardReader:

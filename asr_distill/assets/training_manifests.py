@@ -84,6 +84,13 @@ def training_manifests(
                 ["split", "samples", "hours", "speakers"],
                 [(k, v["samples"], round(v["hours"], 4), v["speakers"]) for k, v in st["splits"].items()],
             ),
+            "per_language": md_table(
+                ["language", "samples", "hours", "speakers"],
+                [
+                    (lang, v["samples"], round(v["hours"], 4), v["speakers"])
+                    for lang, v in st.get("languages", {}).items()
+                ],
+            ),
             "per_split_language": md_table(
                 ["split", "language", "samples", "hours"],
                 [

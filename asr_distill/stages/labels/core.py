@@ -92,9 +92,10 @@ def _label_row(
         avg_logprob=res.avg_logprob,
         no_speech_prob=res.no_speech_prob,
         truncated=res.truncated,
-        language=res.language,
+        # What identification said (also on declared clips), else the language the text was decoded in.
+        language=res.detected_language or res.language,
         language_probability=res.language_probability,
-        language_detected=res.language_detected,
+        language_detected=res.detected_language is not None,
         expected_language=item.expected_language,
         reference_text=item.reference_text,
     )
@@ -105,6 +106,7 @@ def _label_row(
         "text": text,
         "language": primary_language(res.language),
         "language_detected": res.language_detected,
+        "detected_language": primary_language(res.detected_language),
         "language_probability": res.language_probability,
         "expected_language": primary_language(item.expected_language),
         "avg_logprob": res.avg_logprob,
@@ -160,7 +162,12 @@ def label_shard(
     def flush() -> None:
         if not pending:
             return
-        results = teacher.transcribe([(it.key, it.audio) for _, it in pending])
+        # Each clip's declared language (sidecar or index): the teacher decodes in it and its language
+        # identification is compared with it (``language_mismatch``).
+        results = teacher.transcribe(
+            [(it.key, it.audio) for _, it in pending],
+            languages=[primary_language(it.expected_language) for _, it in pending],
+        )
         for (pos, it), res in zip(pending, results, strict=True):
             rows[pos] = _label_row(shard_id, it, res, cfg, fingerprint)
         pending.clear()

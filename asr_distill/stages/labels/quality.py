@@ -26,12 +26,27 @@ high_wer               WER (CER for zh/ja/ko/yue) > 0.10          distil-whisper
 
 WER is computed after Whisper's normalisation of both sides (``EnglishTextNormalizer`` for English,
 which also maps spelled numbers to digits, so "fifty" vs "50" is no error; ``BasicTextNormalizer``
-otherwise), with jiwer; for character languages, on characters with spaces removed.
+otherwise), with jiwer. Character languages (``cer_languages``: zh, yue, ja, ko, ...) are scored by CER
+after :func:`normalize_cjk` on both sides:
+
+1. NFKC: full-width Latin letters and digits become half-width (``ＡＢ１２`` -> ``ab12``), half-width
+   katakana become full-width (``ｶﾀｶﾅ`` -> ``カタカナ``); then case-folded;
+2. punctuation, symbols and marks (Unicode categories P*, S*, M*: ``。、「」・！？～`` and their ASCII
+   forms) and all whitespace are removed;
+3. CJK numerals become Arabic digits (:func:`cjk_numerals_to_digits`), because Whisper writes ``10時``
+   where a reference says ``十時``: a run of numeral characters is read as one number, positional
+   (``二〇二六`` -> ``2026``) or with units (``十`` 10, ``百`` 100, ``千`` 1000, ``万``/``萬`` 10^4,
+   ``億`` 10^8: ``二十五`` -> ``25``, ``一万二千`` -> ``12000``). Both sides get the same rule, so a numeral
+   inside a word (``一緒`` -> ``1緒``) changes both alike and costs nothing.
+
+Tested on Japanese speech (Kokoro) end to end; Chinese, Cantonese and Korean only on text (no TTS voice
+available offline is intelligible to Whisper).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -109,16 +124,55 @@ def normalize_text(text: str, language: str | None) -> str:
     return re.sub(r"\s+", " ", out).strip()
 
 
+_CJK_DIGITS = {"〇": 0, "零": 0, "一": 1, "二": 2, "两": 2, "兩": 2, "三": 3, "四": 4, "五": 5, "六": 6}
+_CJK_DIGITS.update({"七": 7, "八": 8, "九": 9})
+_CJK_SMALL_UNITS = {"十": 10, "百": 100, "千": 1000}
+_CJK_LARGE_UNITS = {"万": 10**4, "萬": 10**4, "億": 10**8, "亿": 10**8}
+_CJK_NUMERAL_RUN = re.compile("[" + "".join([*_CJK_DIGITS, *_CJK_SMALL_UNITS, *_CJK_LARGE_UNITS]) + "]+")
+
+
+def _cjk_number(run: str) -> str:
+    """One run of CJK numeral characters as Arabic digits (see :func:`cjk_numerals_to_digits`)."""
+    if all(c in _CJK_DIGITS for c in run):  # positional: 二〇二六 -> 2026
+        return "".join(str(_CJK_DIGITS[c]) for c in run)
+    total = section = digit = 0
+    for c in run:
+        if c in _CJK_DIGITS:
+            digit = _CJK_DIGITS[c]
+        elif c in _CJK_SMALL_UNITS:
+            section += (digit or 1) * _CJK_SMALL_UNITS[c]
+            digit = 0
+        else:
+            total += (section + digit or 1) * _CJK_LARGE_UNITS[c]
+            section = digit = 0
+    return str(total + section + digit)
+
+
+def cjk_numerals_to_digits(text: str) -> str:
+    """Runs of CJK numerals as Arabic digits: ``十時`` -> ``10時``, ``二十五`` -> ``25``, ``三千`` -> ``3000``,
+    ``一万二千`` -> ``12000``, ``二〇二六年`` -> ``2026年``. Simple numbers only: no fractions, no ordinals
+    beyond what the characters say, no readings (``一人`` -> ``1人`` either way)."""
+    return _CJK_NUMERAL_RUN.sub(lambda m: _cjk_number(m.group(0)), text)
+
+
+def normalize_cjk(text: str) -> str:
+    """Scoring form of a character-language text (module docstring): NFKC, case-folded, no punctuation,
+    symbols, marks or whitespace, CJK numerals as digits."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    kept = "".join(c for c in folded if not c.isspace() and unicodedata.category(c)[0] not in "PSMZC")
+    return cjk_numerals_to_digits(kept)
+
+
 def error_rate(
     hypothesis: str, reference: str, language: str | None, cer_languages: frozenset[str] = CHAR_LANGUAGES
 ) -> tuple[float | None, str]:
     """(WER or CER after normalisation, metric); None when the reference normalises to nothing."""
     lang = primary_language(language)
     metric = "cer" if lang in cer_languages else "wer"
-    ref = normalize_text(reference, lang)
-    hyp = normalize_text(hypothesis, lang)
     if metric == "cer":
-        ref, hyp = ref.replace(" ", ""), hyp.replace(" ", "")
+        ref, hyp = normalize_cjk(reference), normalize_cjk(hypothesis)
+    else:
+        ref, hyp = normalize_text(reference, lang), normalize_text(hypothesis, lang)
     if not ref:
         return (0.0 if not hyp else None), metric
     if not hyp:

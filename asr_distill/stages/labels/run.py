@@ -38,9 +38,11 @@ from asr_distill.stages.labels.verify import (
     DEFAULT_MAX_FLAG_RATES,
     CorpusErrorRate,
     LabelCounts,
+    LanguageStats,
     corpus_error_rates,
     count_labels,
     flag_rate_problems,
+    language_stats,
     wer_tiers,
 )
 from asr_distill.stages.leftovers import sweep_stage_folder
@@ -95,6 +97,7 @@ class LabelsSummary:
     error_rates: list[CorpusErrorRate]  # teacher vs reference texts, per metric
     wer_tiers: dict[str, int]
     shards: int
+    languages: list[LanguageStats] = field(default_factory=list)  # declared vs identified, WER/CER
     shards_labelled: int = 0
     shards_skipped: int = 0
     retries: int = 0
@@ -119,9 +122,21 @@ def empty_labels() -> pa.Table:
     return LABELS_SCHEMA.empty_table()
 
 
+def conform_labels(table: pa.Table) -> pa.Table:
+    """A labels table with every column of :data:`LABELS_SCHEMA`: a column added since the file was
+    written (``detected_language``) is all null, as in a row where the teacher did not report it."""
+    for i, f in enumerate(LABELS_SCHEMA):
+        if f.name not in table.column_names:
+            table = table.add_column(min(i, table.num_columns), f, pa.nulls(table.num_rows, f.type))
+    return table
+
+
 def read_labels(lake: Storage, keys: list[str]) -> pa.Table:
-    """The labels files ``keys`` as one table (the empty labels table when there are none)."""
-    return pa.concat_tables([read_table(lake, k) for k in keys]) if keys else empty_labels()
+    """The labels files ``keys`` as one table (the empty labels table when there are none); files written
+    before a column was added get it as nulls (:func:`conform_labels`)."""
+    if not keys:
+        return empty_labels()
+    return pa.concat_tables([conform_labels(read_table(lake, k)) for k in keys], promote_options="default")
 
 
 def labelled_sha(lake: Storage, key: str) -> str | None:
@@ -141,10 +156,13 @@ def stamped(table: pa.Table, shard_sha256: str) -> pa.Table:
 
 
 def references(lake: Storage, partition: str, index: pa.Table) -> dict[str, tuple[str, str | None]]:
-    """sample key -> (reference text, language) from the clean stage's kept table."""
-    kept = read_table(lake, layout.cleaned_kept_key(partition)).select(
-        ["key", "reference_text", "label_language"]
-    )
+    """sample key -> (reference text, declared language or None) from the clean stage's kept table.
+
+    The declared language (the sidecar's or the index's), not the clean stage's ``label_language``
+    (which falls back to its configured default): a clip without a declaration is scored in the
+    language the teacher identified.
+    """
+    kept = read_table(lake, layout.cleaned_kept_key(partition)).select(["key", "reference_text", "language"])
     by_source = {k: (t, lang) for k, t, lang in zip(*kept.to_pydict().values(), strict=True) if t is not None}
     return {
         sample: by_source[source]
@@ -252,7 +270,9 @@ def run_labels(
     keys = [layout.labels_key(partition, version, sid) for sid in sorted(sha_of)]
     labels = read_labels(lake, keys)
     counts = count_labels(labels)
-    wers = corpus_error_rates(labels, references(lake, partition, index), quality.cer_languages)
+    refs = references(lake, partition, index)
+    wers = corpus_error_rates(labels, refs, quality.cer_languages)
+    languages = language_stats(labels, refs, quality.cer_languages)
     record = LabelsRecord(
         version=version,
         fingerprint=fingerprint,
@@ -281,6 +301,7 @@ def run_labels(
         error_rates=wers,
         wer_tiers=wer_tiers(labels),
         shards=len(sha_of),
+        languages=languages,
         shards_labelled=run_stats.get("shards_labelled", 0),
         shards_skipped=run_stats.get("shards_skipped", 0),
         retries=run_stats.get("retries", 0),

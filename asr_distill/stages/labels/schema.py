@@ -23,9 +23,12 @@ LABELS_SCHEMA = pa.schema(
         pa.field("error_reason", pa.string()),  # key of ERROR_REASONS, null when ok
         pa.field("error_detail", pa.string()),
         pa.field("text", pa.string()),  # null on error rows
-        pa.field("language", pa.string()),  # the teacher's language (detected or forced)
-        pa.field("language_detected", pa.bool_()),
-        pa.field("language_probability", pa.float64()),  # only when detected
+        pa.field("language", pa.string()),  # the language the text was decoded in (declared or detected)
+        pa.field("language_detected", pa.bool_()),  # ``language`` came from identification (none declared)
+        # What the teacher's language identification said, also on declared clips (null: it did not run),
+        # and its probability; ``language_mismatch`` / ``low_language_prob`` compare them.
+        pa.field("detected_language", pa.string()),
+        pa.field("language_probability", pa.float64()),
         pa.field("expected_language", pa.string()),
         pa.field("avg_logprob", pa.float64()),
         pa.field("num_tokens", pa.int32()),

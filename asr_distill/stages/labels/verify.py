@@ -14,7 +14,7 @@ import jiwer
 import pyarrow as pa
 
 from asr_distill.language import CHAR_LANGUAGES, primary_language
-from asr_distill.stages.labels.quality import QUALITY_FLAGS, normalize_text
+from asr_distill.stages.labels.quality import QUALITY_FLAGS, normalize_cjk, normalize_text
 from asr_distill.stages.labels.schema import ERROR_REASONS
 
 # Flags that mean the teacher output is broken (hallucination, looping, nothing): a partition where
@@ -139,6 +139,44 @@ class CorpusErrorRate:
     reference_units: int
 
 
+def _scored_pairs(
+    labels: pa.Table,
+    references: Mapping[str, tuple[str, str | None]],
+    cer_languages: frozenset[str],
+) -> list[tuple[str, str, list[str], list[str]]]:
+    """(language, metric, reference units, hypothesis units) per sample with a non-empty reference.
+
+    The language is the clip's declared one (shard metadata, else the reference's), else the one the
+    text was decoded in (identified). Units are words after Whisper's normalisation, or characters after
+    :func:`~asr_distill.stages.labels.quality.normalize_cjk` for character languages; an error row
+    counts as an empty hypothesis.
+    """
+    out = []
+    d = labels.select(["sample_key", "status", "text", "language", "expected_language"]).to_pydict()
+    for key, status, text, lang, expected in zip(*d.values(), strict=True):
+        if key not in references:
+            continue
+        ref_text, ref_lang = references[key]
+        language = primary_language(expected or ref_lang or lang) or "und"
+        hyp_text = (text or "") if status == "ok" else ""
+        if language in cer_languages:
+            metric, ref, hyp = "cer", list(normalize_cjk(ref_text)), list(normalize_cjk(hyp_text))
+        else:
+            metric = "wer"
+            ref = normalize_text(ref_text, language).split()
+            hyp = normalize_text(hyp_text, language).split()
+        if ref:
+            out.append((language, metric, ref, hyp))
+    return out
+
+
+def _edits(ref: list[str], hyp: list[str]) -> int:
+    if not hyp:
+        return len(ref)
+    m = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return m.substitutions + m.deletions + m.insertions
+
+
 def corpus_error_rates(
     labels: pa.Table,
     references: Mapping[str, tuple[str, str | None]],
@@ -146,39 +184,95 @@ def corpus_error_rates(
 ) -> list[CorpusErrorRate]:
     """Corpus-level WER (CER for character languages) of the teacher against the references.
 
-    ``references``: sample key -> (reference text, language). Whisper-style normalisation first; a
-    sample whose reference normalises to nothing is left out; an error row counts as an empty
-    hypothesis (every reference word deleted).
+    ``references``: sample key -> (reference text, declared language or None). Normalisation first
+    (:func:`_scored_pairs`); a sample whose reference normalises to nothing is left out; an error row
+    counts as an empty hypothesis (every reference word deleted).
     """
-    pairs: dict[str, tuple[list[str], list[str]]] = {"wer": ([], []), "cer": ([], [])}
-    d = labels.select(["sample_key", "status", "text", "language", "expected_language"]).to_pydict()
-    for key, status, text, lang, expected in zip(*d.values(), strict=True):
-        if key not in references:
-            continue
-        ref_text, ref_lang = references[key]
-        language = primary_language(ref_lang or expected or lang)
-        metric = "cer" if language in cer_languages else "wer"
-        ref = normalize_text(ref_text, language)
-        hyp = normalize_text(text or "", language) if status == "ok" else ""
-        if metric == "cer":
-            ref, hyp = " ".join(ref.replace(" ", "")), " ".join(hyp.replace(" ", ""))
-        if not ref:
-            continue
-        pairs[metric][0].append(ref)
-        pairs[metric][1].append(hyp)
+    totals: dict[str, list[int]] = {}
+    for _, metric, ref, hyp in _scored_pairs(labels, references, cer_languages):
+        t = totals.setdefault(metric, [0, 0, 0])  # samples, units, edits
+        t[0] += 1
+        t[1] += len(ref)
+        t[2] += _edits(ref, hyp)
+    return [CorpusErrorRate(m, t[2] / t[1], t[0], t[1]) for m, t in sorted(totals.items(), reverse=True)]
+
+
+@dataclass(frozen=True)
+class LanguageStats:
+    """One language of a partition's labels: what was declared, what identification said, error rate."""
+
+    language: str  # declared, else identified, else the decoding language; "und" when none
+    samples: int  # labels rows (error rows included)
+    declared: int  # rows whose clip declared a language
+    identified: int  # rows where the teacher's language identification ran
+    agree: int  # declared and identified, the same language
+    disagree: int  # declared and identified, another language (``language_mismatch``)
+    mean_probability: float | None  # of the identified language
+    metric: str | None  # "wer" | "cer" against references, when any
+    error_rate: float | None
+    samples_with_reference: int
+    confusions: dict[str, int]  # identified language -> rows, where it differs from the declared one
+
+    @property
+    def agreement(self) -> float | None:
+        both = self.agree + self.disagree
+        return self.agree / both if both else None
+
+
+def language_stats(
+    labels: pa.Table,
+    references: Mapping[str, tuple[str, str | None]],
+    cer_languages: frozenset[str] = CHAR_LANGUAGES,
+) -> list[LanguageStats]:
+    """Per language: declared vs identified, agreement, mean identification probability, WER/CER."""
+    cols = ["sample_key", "language", "expected_language", "detected_language", "language_probability"]
+    d = labels.select(cols).to_pydict()
+    acc: dict[str, dict[str, Any]] = {}
+    for _key, lang, expected, detected, prob in zip(*d.values(), strict=True):
+        declared, ident = primary_language(expected), primary_language(detected)
+        name = declared or ident or primary_language(lang) or "und"
+        a = acc.setdefault(
+            name, {"samples": 0, "declared": 0, "identified": 0, "agree": 0, "disagree": 0, "probs": []}
+        )
+        a.setdefault("confusions", Counter())
+        a["samples"] += 1
+        a["declared"] += declared is not None
+        if ident is not None:
+            a["identified"] += 1
+            if prob is not None:
+                a["probs"].append(float(prob))
+            if declared is not None:
+                if ident == declared:
+                    a["agree"] += 1
+                else:
+                    a["disagree"] += 1
+                    a["confusions"][ident] += 1
+    scored: dict[str, list[Any]] = {}
+    for language, metric, ref, hyp in _scored_pairs(labels, references, cer_languages):
+        t = scored.setdefault(language, [metric, 0, 0, 0])
+        t[1] += 1
+        t[2] += len(ref)
+        t[3] += _edits(ref, hyp)
     out = []
-    for metric, (refs, hyps) in pairs.items():
-        if not refs:
-            continue
-        units = sum(len(r.split()) for r in refs)
-        edits = 0
-        for r, h in zip(refs, hyps, strict=True):
-            if not h:
-                edits += len(r.split())
-                continue
-            m = jiwer.process_words(r, h)
-            edits += m.substitutions + m.deletions + m.insertions
-        out.append(CorpusErrorRate(metric, edits / units, len(refs), units))
+    for name in sorted(set(acc) | set(scored)):
+        a = acc.get(name) or {"samples": 0, "declared": 0, "identified": 0, "agree": 0, "disagree": 0}
+        probs = a.get("probs") or []
+        metric, n_ref, units, edits = scored.get(name, [None, 0, 0, 0])
+        out.append(
+            LanguageStats(
+                language=name,
+                samples=a["samples"],
+                declared=a["declared"],
+                identified=a["identified"],
+                agree=a["agree"],
+                disagree=a["disagree"],
+                mean_probability=sum(probs) / len(probs) if probs else None,
+                metric=metric,
+                error_rate=edits / units if units else None,
+                samples_with_reference=n_ref,
+                confusions=dict(sorted((a.get("confusions") or Counter()).items())),
+            )
+        )
     return out
 
 
@@ -204,9 +298,11 @@ __all__ = [
     "DEFAULT_MAX_FLAG_RATES",
     "CorpusErrorRate",
     "LabelCounts",
+    "LanguageStats",
     "corpus_error_rates",
     "count_labels",
     "coverage_problems",
     "flag_rate_problems",
+    "language_stats",
     "wer_tiers",
 ]

@@ -365,7 +365,8 @@ def build_manifest(inputs: list[PartitionInputs], cfg: ManifestConfig) -> Manife
 
 # -- statistics ---------------------------------------------------------------------------------------
 def manifest_stats(build: ManifestBuild) -> dict[str, Any]:
-    """Hours and samples per split and language, drops per rule, bucket edges and counts."""
+    """Hours and samples per split, per language and per split and language, drops per rule, bucket
+    edges and counts."""
     m = build.manifest.select(
         ["split", "language", "duration_s", "bucket", "bucket_lo_s", "bucket_hi_s", "speaker"]
     ).to_pylist()
@@ -373,6 +374,9 @@ def manifest_stats(build: ManifestBuild) -> dict[str, Any]:
         s: {"samples": 0, "hours": 0.0, "speakers": set()} for s in SPLITS
     }
     per_lang: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"samples": 0, "hours": 0.0})
+    languages: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"samples": 0, "hours": 0.0, "speakers": set()}
+    )
     buckets: dict[tuple[float, float, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
     bucket_hours: dict[tuple[float, float, str], float] = defaultdict(float)
     for r in m:
@@ -384,6 +388,11 @@ def manifest_stats(build: ManifestBuild) -> dict[str, Any]:
         pl = per_lang[(r["split"], r["language"])]
         pl["samples"] += 1
         pl["hours"] += r["duration_s"] / 3600
+        lt = languages[r["language"]]
+        lt["samples"] += 1
+        lt["hours"] += r["duration_s"] / 3600
+        if r["speaker"]:
+            lt["speakers"].add(r["speaker"])
         b = (r["bucket_lo_s"], r["bucket_hi_s"], r["bucket"])
         buckets[b][r["split"]] += 1
         bucket_hours[b] += r["duration_s"] / 3600
@@ -399,6 +408,10 @@ def manifest_stats(build: ManifestBuild) -> dict[str, Any]:
             {"split": s, "language": lang, "samples": v["samples"], "hours": round(v["hours"], 6)}
             for (s, lang), v in sorted(per_lang.items(), key=lambda kv: (SPLITS.index(kv[0][0]), kv[0][1]))
         ],
+        "languages": {
+            lang: {"samples": v["samples"], "hours": round(v["hours"], 6), "speakers": len(v["speakers"])}
+            for lang, v in sorted(languages.items())
+        },
         "drops": build.drop_counts,
         "dropped": build.dropped.num_rows,
         "partitions": [c.to_dict() for c in build.counts],
