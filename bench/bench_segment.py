@@ -15,10 +15,13 @@ speech-like modulated signal without espeak-ng), silences, a tone and a noise st
 
 Prints the CPU model, throughput (audio seconds per wall second, i.e. the real-time factor) of both on
 both files, the ours/bare ratio per repeat (median, min, max; target >= 0.8) and each worker's peak RSS
-(``ru_maxrss``) for the short and the long file (target: long/short <= 1.2). ``--quick`` uses 3 and 12
-minutes and 1 repeat (about a minute here). Below ~5 min the RSS has not reached its plateau (glibc
+(``ru_maxrss``) for the short and the long file (target: long/short <= 1.2). ``--quick`` uses 6 and 12
+minutes and 1 repeat (about a minute and a half here). Below ~5 min the RSS has not reached its plateau (glibc
 heap growth from the 4 MB per-block arrays: 117 MB at 1 min, 141 MB at 6 min, 138 MB at 20 min here), so
-compare 10 min with longer files for the flatness target.
+compare 10 min with longer files for the flatness target; ``--quick`` therefore starts at 6 minutes.
+
+Writes ``bench/out/segment.json`` (``bench/_result.py``'s rows) for ``bench/run_all.py``: the ours/bare
+throughput ratio of each file (target >= 0.8) and the long/short peak RSS of ``ours`` (target <= 1.2).
 """
 
 from __future__ import annotations
@@ -202,8 +205,11 @@ def main() -> None:
         doc["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(doc))
         return
+    from _result import machine, row, write_result
+
+    machine_start = machine()
     if args.quick:
-        args.short_min, args.long_min, args.repeat = 3.0, 12.0, 1
+        args.short_min, args.long_min, args.repeat = 6.0, 12.0, 1
     args.root.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); load average {os.getloadavg()}")
     pattern = _pattern()
@@ -234,6 +240,7 @@ def main() -> None:
                 runs,
                 bare,
             )
+    rows = []
     for label in files:
         ratios = [
             b["seconds"] / o["seconds"]
@@ -243,12 +250,44 @@ def main() -> None:
             f"ours/bare throughput ({label}): median {statistics.median(ratios):.2f}"
             f" (min {min(ratios):.2f}, max {max(ratios):.2f}; target >= 0.8)"
         )
+        median = statistics.median(ratios)
+        rows.append(
+            row(
+                f"segment VAD+plan vs bare decode+VAD, {label} ({files[label][1] / 60:g} min)",
+                median,
+                ">= 0.8",
+                median >= 0.8,
+                f"ours/bare throughput, median of {len(ratios)} (min {min(ratios):.2f}, max {max(ratios):.2f})",
+            )
+        )
+    rss: dict[str, tuple[float, float]] = {}
     for mode in ("ours", "bare"):
         s = max(x["rss_mb"] for x in results[("short", mode)])
         lg = max(x["rss_mb"] for x in results[("long", mode)])
         print(f"peak RSS {mode}: short {s:.1f} MB, long {lg:.1f} MB, long/short {lg / s:.2f} (target <= 1.2)")
+        rss[mode] = (s, lg)
+    s, lg = rss["ours"]
+    bs, blg = rss["bare"]
+    rows.append(
+        row(
+            "segment peak RSS, long/short",
+            lg / s,
+            "<= 1.2",
+            lg / s <= 1.2,
+            f"ours {s:.0f} -> {lg:.0f} MB ({args.short_min:g} -> {args.long_min:g} min); "
+            f"bare {bs:.0f} -> {blg:.0f} MB",
+        )
+    )
     o = results[("long", "ours")][0]
     print(f"long file: {o['segments']} segments, {o['kept_s']:.0f} s kept of {files['long'][1]:.0f} s")
+    path = write_result(
+        "segment",
+        rows,
+        quick=args.quick,
+        machine_start=machine_start,
+        extra={"long_segments": o["segments"], "long_kept_s": round(o["kept_s"], 1)},
+    )
+    print(f"written {path}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from asr_distill.stages.labels import (
     references,
     run_labels,
 )
+from asr_distill.stages.labels.longform import partition_longform_rates
 from asr_distill.stages.labels.verify import (
     DEFAULT_MAX_FLAG_RATES,
     corpus_error_rates,
@@ -128,7 +129,11 @@ def teacher_labels(
             )
 
         return materialize_partitions(
-            context, lambda p: _label_partition(context, config, cfg, store, ray_cluster, teacher, p, pool)
+            context,
+            lambda p: {
+                **_label_partition(context, config, cfg, store, ray_cluster, teacher, p, pool),
+                **_longform_metadata(store, p),
+            },
         )
 
 
@@ -241,6 +246,41 @@ def _reader(store: Storage, ray_cluster: RayResource) -> WebDatasetShardReader:
     settings and credentials never leave the machine); on a remote cluster they open the lake URI from
     their own environment (their own OSS_* variables or RAM role)."""
     return WebDatasetShardReader(store.uri, store=store if workers_on_this_machine(ray_cluster) else None)
+
+
+def _longform_metadata(store: Storage, partition: str) -> dict[str, Any]:
+    """Recordings whose transcript covers the whole recording: the teacher's labels of their kept
+    segments, joined in order, against that transcript (nothing for a partition without them)."""
+    current = LabelsRecord.read_current(store, partition)
+    lf = (
+        None
+        if current is None
+        else partition_longform_rates(store, partition, current.labels, current.cer_languages)
+    )
+    if lf is None or lf.empty:
+        return {}
+    worst = sorted(lf.recordings, key=lambda r: -1.0 if r.rate is None else r.rate, reverse=True)
+    meta: dict[str, Any] = {
+        "longform_recordings_scored": len(lf.recordings),
+        "longform_recordings_unscored": lf.unscored,
+        "longform_vs_reference": md_table(
+            ["recording", "segments", "kept s", "reference units", "metric", "rate"],
+            [
+                (
+                    r.source_key,
+                    r.segments,
+                    round(r.kept_s, 1),
+                    r.words,
+                    r.metric,
+                    "-" if r.rate is None else round(r.rate, 4),
+                )
+                for r in worst[:20]  # the worst 20: a small table
+            ],
+        ),
+    }
+    for metric, rate in lf.corpus.items():
+        meta[f"longform_corpus_{metric}"] = round(rate, 4)
+    return meta
 
 
 @dg.multi_asset_check(
