@@ -67,3 +67,40 @@ def test_teacher_resource_runs_actors_in_another_python() -> None:
     assert TeacherResource().pool_config().actor_options == {}
     with pytest.raises(dg.DagsterInvalidConfigError, match="absolute"):
         TeacherResource(actor_python="python3").pool_config()
+
+
+def test_smoke_command_runs_ct2_and_a_hugging_face_checkpoint_through_one_path(tmp_path) -> None:
+    """``--ct2 tiny.en`` and ``--model <the same checkpoint as a Hugging Face directory>`` build the engine
+    with identical arguments and send identical requests (a stand-in ``vllm`` records both); only the
+    model's name in lineage differs."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from tests.labels_material import espeak
+    from tests.test_teachers import FAKE_VLLM
+
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    sf.write(tmp_path / "a.flac", espeak("hello world"), 16_000)
+    hf_dir = convert_ct2("tiny.en")
+    runs = {}
+    for name, source in (("ct2", ["--ct2", "tiny.en"]), ("hf", ["--model", str(hf_dir)])):
+        log = tmp_path / f"{name}.json"
+        env = {**os.environ, "PYTHONPATH": str(tmp_path), "FAKE_VLLM_LOG": str(log)}
+        cmd = [sys.executable, "-m", "asr_distill.vllm_smoke", *source, "--audio", str(tmp_path / "a.flac")]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        params = json.loads((tmp_path / f"{name}.json.params").read_text())
+        runs[name] = (json.loads(log.read_text()), params, summary["teacher"])
+    (ct2_llm, ct2_params, ct2_fp), (hf_llm, hf_params, hf_fp) = runs["ct2"], runs["hf"]
+    assert ct2_llm == hf_llm and ct2_llm["model"] == str(hf_dir)
+    assert ct2_params == hf_params
+    assert ct2_fp["model_id"] == "ct2:tiny.en" and hf_fp["model_id"] == str(hf_dir)
+    assert {k: v for k, v in ct2_fp.items() if k != "model_id"} == {
+        k: v for k, v in hf_fp.items() if k != "model_id"
+    }

@@ -20,6 +20,7 @@ from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.assets.teacher_labels import teacher_labels
 from asr_distill.assets.webdataset_shards import webdataset_shards
 from asr_distill.demo.japanese import JA_PREFIX, japanese_partition, tts_available
+from asr_distill.resources import TeacherResource
 from asr_distill.stages.labels import LABELS_SCHEMA
 from asr_distill.storage import LocalStorage
 from tests.helpers import register_partitions
@@ -66,18 +67,25 @@ def ja_run(tmp_path_factory):
                 dg.AssetSelection.assets(audio_index, cleaned_audio, webdataset_shards),
             )
             assert up.success
+            labels = dg.AssetSelection.assets(teacher_labels)
             teacher = vllm_teacher(ct2="base", language="detect")
-            result = materialize(
-                instance, raw.uri, lake, JA_PREFIX, dg.AssetSelection.assets(teacher_labels), teacher
-            )
-            yield (result, *labels_table(lake, JA_PREFIX))
+            result = materialize(instance, raw.uri, lake, JA_PREFIX, labels, teacher)
+            vllm_labels = labels_table(lake, JA_PREFIX)
+            fw_teacher = TeacherResource(num_actors=1, options={"model": "base", "language": "detect"})
+            fw_result = materialize(instance, raw.uri, lake, JA_PREFIX, labels, fw_teacher)
+            yield (result, *vllm_labels, fw_result, *labels_table(lake, JA_PREFIX))
     finally:
         mp.undo()
 
 
+def _checks(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
 def test_vllm_detects_japanese_in_the_labels_asset(ja_run) -> None:
-    result, record, table = ja_run
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    result, record, table, *_ = ja_run
+    checks = _checks(result)
+    assert checks["labels_cover_samples"] and checks["labels_flag_rates"], checks
     assert record.teacher["model_id"] == "ct2:base" and record.teacher["libraries"]["vllm"].startswith("cpu-")
     assert record.teacher["decoding"]["detect_language"] is True
     assert table.schema.equals(LABELS_SCHEMA) and table.num_rows == SENTENCES
@@ -90,5 +98,21 @@ def test_vllm_detects_japanese_in_the_labels_asset(ja_run) -> None:
         assert "language_mismatch" not in r["flags"] and "low_language_prob" not in r["flags"]
         assert r["error_metric"] == "cer" and r["has_reference"]
     print("vllm language detection on ja_read:", [(r["language"], r["language_probability"]) for r in rows])
-    wer = check_metadata(result, "labels_teacher_wer")
-    print("ja_read corpus error rate (vllm, base):", wer)
+
+
+def test_vllm_japanese_error_rate_is_reported_next_to_faster_whisper(ja_run) -> None:
+    """Both teachers (Whisper base) identify and transcribe the same clips; the corpus CER of each is
+    reported by the labels check. Four Kokoro clips are too few for a tight bound: vLLM must stay within
+    0.25 of faster-whisper (a wrong language or script would be near 1.0)."""
+    result, _, table, fw_result, _, fw_table = ja_run
+    assert _checks(fw_result)["labels_cover_samples"]
+    assert fw_table.schema.equals(table.schema)
+    assert {r["language"] for r in fw_table.to_pylist()} == {"ja"}
+    got = {
+        name: check_metadata(res, "labels_teacher_wer") for name, res in (("vllm", result), ("fw", fw_result))
+    }
+    print("ja_read labels_teacher_wer metadata:", got)
+    for name, t in (("vllm", table), ("fw", fw_table)):
+        print(name, [(r["sample_key"], r["error_rate"], r["flags"], r["text"]) for r in t.to_pylist()])
+    cer = {name: md["corpus_cer"] for name, md in got.items()}
+    assert cer["vllm"] <= cer["fw"] + 0.25, cer
