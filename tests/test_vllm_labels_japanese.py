@@ -101,18 +101,24 @@ def test_vllm_detects_japanese_in_the_labels_asset(ja_run) -> None:
 
 
 def test_vllm_japanese_error_rate_is_reported_next_to_faster_whisper(ja_run) -> None:
-    """Both teachers (Whisper base) identify and transcribe the same clips; the corpus CER of each is
-    reported by the labels check. Four Kokoro clips are too few for a tight bound: vLLM must stay within
-    0.25 of faster-whisper (a wrong language or script would be near 1.0)."""
+    """Both teachers (Whisper base) identify and transcribe the same clips; each row is scored with CER
+    against its reference (character language). Four Kokoro clips are too few for a tight bound: vLLM's
+    mean CER must stay within 0.10 of faster-whisper's (a wrong language or script would be near 1.0).
+
+    The blocking ``labels_teacher_wer`` check is reported, not asserted: with no declared language the
+    clean stage files the references under its default language, and the corpus check then scores
+    Japanese by words (0.75 for both teachers here), not by characters.
+    """
     result, _, table, fw_result, _, fw_table = ja_run
     assert _checks(fw_result)["labels_cover_samples"]
     assert fw_table.schema.equals(table.schema)
-    assert {r["language"] for r in fw_table.to_pylist()} == {"ja"}
-    got = {
-        name: check_metadata(res, "labels_teacher_wer") for name, res in (("vllm", result), ("fw", fw_result))
-    }
-    print("ja_read labels_teacher_wer metadata:", got)
+    cer = {}
     for name, t in (("vllm", table), ("fw", fw_table)):
-        print(name, [(r["sample_key"], r["error_rate"], r["flags"], r["text"]) for r in t.to_pylist()])
-    cer = {name: md["corpus_cer"] for name, md in got.items()}
-    assert cer["vllm"] <= cer["fw"] + 0.25, cer
+        rows = t.to_pylist()
+        assert {r["language"] for r in rows} == {"ja"} and {r["error_metric"] for r in rows} == {"cer"}
+        cer[name] = sum(r["error_rate"] for r in rows) / len(rows)
+        print(name, [(r["error_rate"], r["flags"], r["text"]) for r in rows])
+    for name, res in (("vllm", result), ("fw", fw_result)):
+        print(name, "labels_teacher_wer:", check_metadata(res, "labels_teacher_wer").get("sample"))
+    print("ja_read mean CER:", cer)
+    assert cer["vllm"] <= cer["fw"] + 0.10, cer
