@@ -97,7 +97,9 @@ VLLM_VENV ?= $(HOME)/.cache/asr_distill/venv-vllm-$(shell sha256sum requirements
 
 venv-vllm: $(VLLM_VENV)/.installed
 
-$(VLLM_VENV)/.installed: requirements-vllm.txt
+# Order-only prerequisite: the path already carries the lock's hash, and a fresh clone's newer mtime must not
+# rebuild (reinstall into) an environment that other checkouts share.
+$(VLLM_VENV)/.installed: | requirements-vllm.txt
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
 	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm.txt
