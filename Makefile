@@ -97,7 +97,9 @@ VLLM_VENV ?= $(HOME)/.cache/asr_distill/venv-vllm-$(shell sha256sum requirements
 
 venv-vllm: $(VLLM_VENV)/.installed
 
-$(VLLM_VENV)/.installed: requirements-vllm.txt
+# Order-only prerequisite: the path already carries the lock's hash, and a fresh clone's newer mtime must not
+# rebuild (reinstall into) an environment that other checkouts share.
+$(VLLM_VENV)/.installed: | requirements-vllm.txt
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
 	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm.txt
@@ -105,9 +107,16 @@ $(VLLM_VENV)/.installed: requirements-vllm.txt
 	$(VLLM_VENV)/bin/python -c 'import vllm, transformers, faster_whisper'
 	@touch $@
 
-# A separate step, not part of `make test` (the runtime .venv has no vLLM; its tests skip there). No conftest:
-# the vLLM environment has no Dagster (these tests need none of its fixtures).
+# A separate step after `make test` in CI (.ci/run), not inside it: a cold vLLM environment alone takes ~10 min on
+# 2 cores. Two parts, serialised on one lock:
+# 1. in the vLLM environment, no conftest (it has no Dagster): the converter and VllmTeacher on a real engine;
+# 2. in the runtime .venv (Dagster, Ray driver): the teacher_labels asset with backend=vllm, its Ray actors started
+#    in the vLLM environment's python (ASR_DISTILL_VLLM_PYTHON -> TeacherResource.actor_python). Without that
+#    variable (plain `make test`) these modules skip.
 test-vllm: venv venv-vllm
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$(CURDIR) \
 	  flock /tmp/asr_distill-test-vllm.lock \
 	  $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider --noconftest tests/test_ct2_to_hf.py tests/test_vllm_engine.py
+	ASR_DISTILL_VLLM_PYTHON=$(VLLM_VENV)/bin/python \
+	  flock /tmp/asr_distill-test-vllm.lock \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_vllm_labels_asset.py tests/test_vllm_labels_japanese.py

