@@ -138,7 +138,7 @@ def test_new_teacher_config_writes_a_new_version_and_a_failing_check_blocks(labe
         raw.uri,
         lake,
         dg.AssetSelection.assets(teacher_labels),
-        config={"max_teacher_wer": 0.0},
+        config={"max_teacher_wer": 0.0, "min_reference_units": 0},
         ray_address=ray_head,
         options={"beam_size": 2},
     )
@@ -207,5 +207,6 @@ def test_current_json_is_valid_json_with_thresholds(labelled):
     current = json.loads(blob)
     assert LabelsRecord.from_dict(current).to_json() == blob  # the typed record writes these exact bytes
     assert LabelsRecord.read_current(lake, PART) == LabelsRecord.from_dict(current)
-    assert set(current["thresholds"]) == {"max_flag_rates", "max_error_row_rate", "max_teacher_wer"}
+    assert set(current["thresholds"]) == {
+        "max_flag_rates", "max_error_row_rate", "max_teacher_wer", "min_reference_units"}  # fmt: skip
     assert lake.exists(layout.labels_summary_key(PART, current["version"]))

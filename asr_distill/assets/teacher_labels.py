@@ -68,6 +68,13 @@ class TeacherLabelsConfig(dg.Config):
         default=0.35,
         description="Blocking check: corpus WER (CER for zh/ja/ko) of the teacher against reference texts.",
     )
+    min_reference_units: int = Field(
+        default=50,
+        description=(
+            "The WER check judges a partition only with at least this many reference words (characters "
+            "for CER); below it the rate is reported, not failed."
+        ),
+    )
     verify_fingerprint: bool = Field(
         default=False,
         description=(
@@ -83,6 +90,7 @@ class TeacherLabelsConfig(dg.Config):
             max_flag_rates=dict(self.max_flag_rates),
             max_error_row_rate=self.max_error_row_rate,
             max_teacher_wer=self.max_teacher_wer,
+            min_reference_units=self.min_reference_units,
         )
 
 
@@ -340,12 +348,15 @@ def _label_problems(store: Storage, partition: str, selected: set[str]) -> Parti
     if "labels_teacher_wer" in selected:
         wers = corpus_error_rates(labels, references(store, partition, index), current.cer_languages)
         limit = float(thresholds["max_teacher_wer"])
+        min_units = int(thresholds.get("min_reference_units", 0))
         problems = [
             {"metric": w.metric, "rate": round(w.rate, 4), "max": limit, "samples": w.samples}
             for w in wers
-            if w.rate >= limit
+            if w.rate >= limit and w.reference_units >= min_units
         ]
         meta = {**base, "max_teacher_wer": limit, "samples_with_reference": sum(w.samples for w in wers)}
+        meta["reference_units"] = sum(w.reference_units for w in wers)
+        meta["min_reference_units"] = min_units
         for w in wers:
             meta[f"corpus_{w.metric}"] = round(w.rate, 4)
         yield "labels_teacher_wer", problems, meta

@@ -62,6 +62,9 @@ class LabelsConfig:
     max_flag_rates: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_FLAG_RATES))
     max_error_row_rate: float = 0.05
     max_teacher_wer: float = 0.35
+    # A corpus rate over a handful of words is noise (2 clips, 14 words: one misheard word moves it by
+    # 0.07): below this many reference words (characters for CER) the check reports the rate, not a failure.
+    min_reference_units: int = 50
 
     def __post_init__(self) -> None:  # unknown flag names fail before any work
         flag_rate_problems(count_labels(empty_labels()), self.max_flag_rates, 1.0)
@@ -71,6 +74,7 @@ class LabelsConfig:
             "max_flag_rates": dict(self.max_flag_rates),
             "max_error_row_rate": self.max_error_row_rate,
             "max_teacher_wer": self.max_teacher_wer,
+            "min_reference_units": self.min_reference_units,
         }
 
 
