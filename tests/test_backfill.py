@@ -139,8 +139,15 @@ def test_backfill_of_three_partitions(demo_corpus, tmp_path):
             assert clean_md["input_rows"].value == n_audio[partition]
             routed = clean_md["kept"].value + clean_md["long_form"].value + clean_md["quarantined"].value
             assert routed == n_audio[partition]
-            assert by_partition["segmented_audio", partition]["recordings"].value == clean_md["long_form"].value
-            assert by_partition["webdataset_shards", partition]["samples"].value == clean_md["kept"].value
+            assert (
+                by_partition["segmented_audio", partition]["recordings"].value == clean_md["long_form"].value
+            )
+            # Kept short clips and the kept segments of long recordings both become samples.
+            kept_segments = by_partition["segmented_audio", partition]["kept_segments"].value
+            assert by_partition["webdataset_shards", partition]["kept_segments"].value == kept_segments
+            assert by_partition["webdataset_shards", partition]["samples"].value == (
+                clean_md["kept"].value + kept_segments
+            )
         assert by_partition["cleaned_audio", "broken"]["quarantined"].value > 0
         assert not lake.exists(layout.audio_index_key("en_read"))  # not part of the backfill
 
@@ -274,7 +281,11 @@ def test_backfill_from_the_cli(demo_corpus, tmp_path):
     dagster = str(Path(sys.executable).with_name("dagster"))
     proc = subprocess.run(
         [dagster, "job", "backfill", "-f", str(location), "-j", "index_job", "--all", "all", "--noprompt"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
