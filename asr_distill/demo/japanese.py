@@ -194,6 +194,24 @@ def partition_object(key: str, data: bytes, **kw: Any) -> PartitionObject:
     return PartitionObject(key, data, entry)
 
 
+def audio_object(key: str, audio: Any, fmt: Any, text: str, sidecar_key: str, **kw: Any) -> PartitionObject:
+    """A clip of synthesised speech encoded in ``fmt``, with the facts the corpus report keeps about it."""
+    return partition_object(
+        key,
+        encode(audio, fmt),
+        kind="audio",
+        format=fmt.name,
+        outcome="ok",
+        text=text,
+        duration_s=round(len(audio) / SYNTH_RATE, 4),
+        sample_rate=fmt.sample_rate,
+        channels=fmt.channels,
+        subtype=fmt.subtype,
+        sidecar_key=sidecar_key,
+        **kw,
+    )
+
+
 def sidecar_json(text: str, language: str | None, speaker: str | None) -> bytes:
     """A JSON sidecar as the English demo writes them (``language`` left out when None)."""
     doc: dict[str, str] = {"text": text}
@@ -220,22 +238,7 @@ def japanese_partition(prefix: str = JA_PREFIX, *, sentences: int | None = None)
         audio = speak(text, voice, rate=SYNTH_RATE)
         key = stem + fmt.ext
         common = {"prefix": prefix, "speaker": speaker, "voice": f"kokoro:{voice}", "language": JA_LANGUAGE}
-        objs.append(
-            partition_object(
-                key,
-                encode(audio, fmt),
-                kind="audio",
-                format=fmt.name,
-                outcome="ok",
-                text=text,
-                duration_s=round(len(audio) / SYNTH_RATE, 4),
-                sample_rate=fmt.sample_rate,
-                channels=fmt.channels,
-                subtype=fmt.subtype,
-                sidecar_key=stem + ".json",
-                **common,
-            )
-        )
+        objs.append(audio_object(key, audio, fmt, text, stem + ".json", **common))
         objs.append(
             partition_object(
                 stem + ".json",

@@ -9,8 +9,8 @@ the pipeline, which has to identify it.
 
 from __future__ import annotations
 
-from asr_distill.demo.corpus import FORMATS, SYNTH_RATE, Synthesizer, Voice, encode
-from asr_distill.demo.japanese import PartitionObject, partition_object, speak
+from asr_distill.demo.corpus import FORMATS, SYNTH_RATE, Synthesizer, Voice
+from asr_distill.demo.japanese import PartitionObject, audio_object, partition_object, speak
 
 MIXED_PREFIX = "mixed_lang"
 # (language, text, voice): Kokoro voices for Japanese; English voices are picked by availability.
@@ -55,23 +55,8 @@ def mixed_partition(
             label = voice.label
         key = stem + fmt.ext
         common = {"prefix": prefix, "speaker": f"mixed_{label.replace(':', '_')}", "voice": label}
-        objs.append(
-            partition_object(
-                key,
-                encode(audio, fmt),
-                kind="audio",
-                format=fmt.name,
-                outcome="ok",
-                text=text,
-                duration_s=round(len(audio) / SYNTH_RATE, 4),
-                sample_rate=fmt.sample_rate,
-                channels=fmt.channels,
-                subtype=fmt.subtype,
-                sidecar_key=stem + ".txt",
-                language=lang,  # ground truth only: nothing in the store declares it
-                **common,
-            )
-        )
+        # language: ground truth only, nothing in the store declares it
+        objs.append(audio_object(key, audio, fmt, text, stem + ".txt", language=lang, **common))
         objs.append(
             partition_object(
                 stem + ".txt",
