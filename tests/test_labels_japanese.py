@@ -31,17 +31,12 @@ from asr_distill.demo.japanese import (
     japanese_partition,
     sidecar_json,
     speak,
-    tts_available,
 )
 from asr_distill.demo.mixed import MIXED_CLIPS, mixed_partition
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.labels import LabelsRecord
 from asr_distill.storage import LocalStorage
 from tests.helpers import register_partitions, stage_resources
-
-pytestmark = pytest.mark.skipif(
-    not tts_available(), reason="the TTS extra (requirements-tts.lock) is missing"
-)
 
 JA, MIXED = "ja_read", "mixed_lang"
 JA_CLIPS = 5  # sentences 0-4 (the fifth says 十時, which Whisper writes 10時)

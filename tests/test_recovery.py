@@ -38,8 +38,6 @@ from asr_distill.recovery import (
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 POOL, STEP = "gpu", "teacher_labels"
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-
 
 @pytest.fixture()
 def pool_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:

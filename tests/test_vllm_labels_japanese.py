@@ -19,7 +19,7 @@ from asr_distill.assets.audio_index import audio_index
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.assets.teacher_labels import teacher_labels
 from asr_distill.assets.webdataset_shards import webdataset_shards
-from asr_distill.demo.japanese import JA_PREFIX, japanese_partition, tts_available
+from asr_distill.demo.japanese import JA_PREFIX, japanese_partition
 from asr_distill.resources import TeacherResource
 from asr_distill.stages.labels import LABELS_SCHEMA
 from asr_distill.storage import LocalStorage
@@ -33,10 +33,7 @@ from tests.vllm_material import (
     vllm_teacher,
 )
 
-pytestmark = [
-    needs_vllm_env,
-    pytest.mark.skipif(not tts_available(), reason="the Japanese TTS demo extra is not installed"),
-]
+pytestmark = needs_vllm_env
 SENTENCES = 4  # few clips: one engine, one shard
 
 
