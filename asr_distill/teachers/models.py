@@ -157,7 +157,8 @@ def _locate_checked(part: ModelPart) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_path`` (created) for the block: one process at a time."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -264,7 +265,7 @@ def ensure_model_dir(model: SplitModel = WHISPER_BASE, *, root: Path | None = No
     target = model.cache_dir(root)
     if _is_ready(model, target):
         return target
-    with _locked(target.parent / f".{target.name}.lock"):
+    with file_lock(target.parent / f".{target.name}.lock"):
         if not _is_ready(model, target):  # another process may have finished while we waited
             _assemble(model, target)
     return target
