@@ -65,10 +65,13 @@ _SERVER_CODE = textwrap.dedent(
     for bucket in {buckets!r}:
         server.create_bucket(bucket)
     print(json.dumps({{"endpoint": server.endpoint, "region": server.region}}), flush=True)
-    for line in sys.stdin:  # "stats": print the counters and reset them; EOF: stop
+    for line in sys.stdin:  # "stats": print the counters and reset them; "latency S"; EOF: stop
         if line.strip() == "stats":
             print(json.dumps(dict(server.stats)), flush=True)
             server.stats.clear()
+        elif line.startswith("latency "):
+            server.latency_s = float(line.split()[1])
+            print(json.dumps({{"latency_s": server.latency_s}}), flush=True)
     server.stop()
     """
 )
@@ -111,6 +114,16 @@ class Server:
         self._proc.stdin.write("stats\n")
         self._proc.stdin.flush()
         return json.loads(self._proc.stdout.readline())
+
+    def set_latency(self, seconds: float) -> None:
+        """Make the server wait ``seconds`` before answering each request (0: none)."""
+        if self._server is not None:
+            self._server.latency_s = seconds
+            return
+        assert self._proc is not None and self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(f"latency {seconds!r}\n")
+        self._proc.stdin.flush()
+        json.loads(self._proc.stdout.readline())
 
     def stop(self) -> None:
         if self._server is not None:

@@ -45,7 +45,16 @@ class StorageResource(dg.ConfigurableResource):
     signature_version: str = Field(default="v4", description="'v4' (default) or 'v1'")
     multipart_threshold_mb: int = Field(default=64, description="uploads at or above this size use multipart")
     part_size_mb: int = Field(default=16, description="multipart part size")
-    max_attempts: int = Field(default=6, description="attempts per request (retries on 5xx/timeouts/resets)")
+    max_attempts: int = Field(
+        default=6, description="attempts per request (retries on 429/5xx/timeouts/resets, with backoff)"
+    )
+    io_concurrency: int = Field(
+        default=64,
+        description=(
+            "requests a stage keeps in flight on this store (1..256): index probe threads, objects the "
+            "clean and shards stages read ahead; lower it if the bucket throttles (429/503)"
+        ),
+    )
 
     _store: Storage | None = PrivateAttr(default=None)
 
@@ -68,6 +77,7 @@ class StorageResource(dg.ConfigurableResource):
             "multipart_threshold": self.multipart_threshold_mb * (1 << 20),
             "part_size": self.part_size_mb * (1 << 20),
             "retry": RetryPolicy(max_attempts=self.max_attempts),
+            "io_concurrency": self.io_concurrency,
         }
 
     def get(self) -> Storage:

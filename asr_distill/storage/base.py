@@ -170,6 +170,9 @@ class Storage(ABC):
     """Abstract object store rooted at :attr:`uri`."""
 
     uri: str
+    # Requests a stage may keep in flight on this store to hide its latency (objects read ahead while
+    # earlier ones are decoded, probes waiting on the network). 1: nothing to hide (a local disk).
+    io_concurrency: int = 1
 
     # -- listing -------------------------------------------------------------------------
     @abstractmethod

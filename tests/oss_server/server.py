@@ -18,6 +18,14 @@ does not:
   connection and then waits 10 ms for stray request bytes, which made every request pay a TCP
   connect and a new server thread).
 
+A fixed per-request latency (:attr:`OSSTestServer.latency_s`, or ``OSSTestServer(latency_s=...)``) stands
+in for the round trip to a real endpoint: each request waits that long before it is answered, in its
+connection's own thread (werkzeug's threaded server: one thread per connection), so requests on
+different connections wait concurrently, as they would on a real network. Requests are counted per
+method in :attr:`OSSTestServer.stats` (``GET``, ``HEAD``, ``PUT``, ``POST``, ``DELETE``; a bucket listing
+counts as ``LIST``, not ``GET``; ``GET_RANGE`` counts the ranged object GETs among the ``GET``), in all
+and per bucket (``"GET <bucket>"``; :meth:`OSSTestServer.request_counts`).
+
 Faults are injected at run time through :attr:`OSSTestServer.faults` (seeded, so deterministic for
 a sequential client): 503s, connection resets before a request is executed or after it was
 executed (a lost response), resets in the middle of a GET body, slow answers (client timeouts), corrupted GET bodies, corrupted uploads, and a
@@ -148,8 +156,9 @@ class _Reset(ConnectionResetError):
 class OSSCompatLayer:
     """The WSGI application: OSS semantics over moto's S3 app."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, latency_s: float = 0.0) -> None:
         self.region = region
+        self.latency_s = latency_s  # waited before answering each request (a stand-in for the network)
         self.credentials: dict[str, Credential] = {}
         self.faults = FaultConfig()
         self._rng = random.Random(0)
@@ -354,10 +363,19 @@ class OSSCompatLayer:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         req = self._parse(environ)
         call = _Call(req.method, req.bucket, req.key, req.qdict)
-        with self._rng_lock:
+        with self._rng_lock:  # counters exact under concurrent connections
             self.calls.append(call)
             self.total_calls += 1
-        self.stats["requests"] += 1
+            self.stats["requests"] += 1
+            kind = _method_class(req)
+            self.stats[kind] += 1
+            self.stats[f"{kind} {req.bucket}"] += 1  # per bucket too: raw and lake apart
+            if req.method == "GET" and req.is_object and "range" in req.headers:
+                self.stats["GET_RANGE"] += 1
+                self.stats[f"GET_RANGE {req.bucket}"] += 1
+        if self.latency_s > 0:
+            # Only this connection's thread waits: other connections are served meanwhile.
+            time.sleep(self.latency_s)
         result = self._handle(req, call, start_response)
         return result
 
@@ -548,6 +566,16 @@ class OSSCompatLayer:
             raise RuntimeError(f"creating test bucket {name!r} failed: {status} {data[:200]!r}")
 
 
+METHOD_CLASSES = ("GET", "HEAD", "PUT", "POST", "DELETE", "LIST")
+
+
+def _method_class(req: _Parsed) -> str:
+    """The counter a request goes to: its HTTP method, or ``LIST`` for a bucket listing."""
+    if req.method == "GET" and req.bucket and not req.key and _is_plain_bucket_get(req.qdict):
+        return "LIST"
+    return req.method
+
+
 def _bare_environ() -> dict[str, Any]:
     return {
         "SERVER_NAME": "127.0.0.1",
@@ -651,8 +679,10 @@ _REASONS = {
 class OSSTestServer:
     """The layer served by werkzeug on 127.0.0.1 with an ephemeral port, in a daemon thread."""
 
-    def __init__(self, region: str = "cn-test-1") -> None:
-        self.layer = OSSCompatLayer(region)
+    def __init__(self, region: str = "cn-test-1", latency_s: float = 0.0) -> None:
+        if latency_s < 0:
+            raise ValueError("latency_s must be >= 0")
+        self.layer = OSSCompatLayer(region, latency_s)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -711,8 +741,28 @@ class OSSTestServer:
             self.faults = before
 
     @property
+    def latency_s(self) -> float:
+        """Seconds each request waits before it is answered (0: none)."""
+        return self.layer.latency_s
+
+    @latency_s.setter
+    def latency_s(self, value: float) -> None:
+        if value < 0:
+            raise ValueError("latency_s must be >= 0")
+        self.layer.latency_s = float(value)
+
+    @property
     def stats(self) -> collections.Counter[str]:
         return self.layer.stats
+
+    def request_counts(self, bucket: str | None = None) -> dict[str, int]:
+        """Requests per method class (:data:`METHOD_CLASSES`, plus ``GET_RANGE``) since the counters were
+        last cleared, in all buckets or in ``bucket``."""
+        names = (*METHOD_CLASSES, "GET_RANGE")
+        with self.layer._rng_lock:
+            if bucket is None:
+                return {m: int(self.layer.stats[m]) for m in names}
+            return {m: int(self.layer.stats[f"{m} {bucket}"]) for m in names}
 
     @property
     def calls(self) -> collections.deque[_Call]:

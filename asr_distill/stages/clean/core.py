@@ -8,6 +8,7 @@ whatever the number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from asr_distill.stages._procpool import EXECUTORS, Executor, OrderedPool, defau
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.metrics import SignalAnalyzer, feature_frames, subsampled_frames, text_stats
 from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASONS, RECORDING_REASONS
+from asr_distill.stages.readahead import Fetched, PrefetchedStore, ReadAhead, wants_read_ahead
 from asr_distill.storage import ObjectChangedError, ObjectInfo, Storage
 from asr_distill.tableio import path_sha256, read_table
 
@@ -204,7 +206,29 @@ def _text_rules(
 
 
 def _analyze_rows(rows: list[Row], store: Storage, cfg: CleanConfig) -> list[Row]:
-    return [analyze_clip(r, store, cfg) for r in rows]
+    out = []
+    for r in rows:
+        fetched = r.get(_FETCHED)  # read ahead by the driver (a remote store): no request here
+        view: Any = PrefetchedStore(store, fetched) if fetched is not None else store
+        out.append(analyze_clip(r, view, cfg))
+    return out
+
+
+_FETCHED = "_fetched"  # row field carrying the driver's read-ahead copy to the worker
+
+
+def _with_read_ahead(rows: Iterable[Mapping[str, Any]], store: Storage, ra: ReadAhead[Any]) -> Iterator[Row]:
+    """The rows, each with its object read ahead (in key order, ``ra.depth`` at once)."""
+
+    def fetch(row: Mapping[str, Any], ra: ReadAhead[Any]) -> Fetched:
+        key = str(row["key"])
+        if row.get("probe_error") == "unaddressable_key":
+            return Fetched(key)
+        # The very read analyze_clip makes (versioned_copy: one GET on OSS, bytes and ETag together).
+        return ra.copy(store, key, Path(key).suffix)
+
+    for row, fetched in ra.map(rows, fetch, lambda r: int(r.get("size") or 0)):
+        yield {**row, _FETCHED: fetched}
 
 
 def _crashed_row(row: Mapping[str, Any], store: Storage, cfg: CleanConfig, detail: str) -> Row:
@@ -307,12 +331,48 @@ def clean_partition(
         workers=n_workers,
         name="clean",
     )
+    stack = contextlib.ExitStack()
+    source: Iterable[Mapping[str, Any]] = rows
+    ra: ReadAhead[Any] | None = None
+    if wants_read_ahead(store, executor):
+        # A remote store: the driver reads objects ahead (io_concurrency at once) while workers decode.
+        ra = stack.enter_context(ReadAhead(store.io_concurrency, name="clean-read"))
+        source = _with_read_ahead(rows, store, ra)
+    with stack:
+        yield from _clean_results(
+            runner,
+            _chunks(source, chunk_size),
+            n_workers,
+            cfg,
+            known,
+            seen,
+            ra,
+            progress,
+            progress_every_s,
+            batch_size,
+        )
+
+
+def _clean_results(
+    runner: OrderedPool[Row, Row],
+    chunks: Iterator[list[Row]],
+    n_workers: int,
+    cfg: CleanConfig,
+    known: KnownHashes,
+    seen: dict[str, str],
+    ra: ReadAhead[Any] | None,
+    progress: Callable[[CleanProgress], None] | None,
+    progress_every_s: float,
+    batch_size: int,
+) -> Iterator[list[Row]]:
     start = last_report = time.monotonic()
     done = kept = 0
     audio_s = 0.0
     batch: list[Row] = []
-    for results in runner.map(_chunks(rows, chunk_size), in_flight=4 * n_workers):
+    for results in runner.map(chunks, in_flight=4 * n_workers):
         for out in results:
+            if ra is not None:
+                ra.release(str(out["key"]))
             _dedup(out, cfg, known, seen)
             out["keep"] = not out["reasons"]
             if out["keep"] and is_long_form(out, cfg):  # passed: to the segmentation stage

@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter, deque
@@ -62,8 +61,8 @@ class IndexOptions:
     one way; the output is byte-identical whichever is used.
     """
 
-    # Probe processes (local) or threads (remote). None: one process per core locally, 8 threads per
-    # core for remote stores.
+    # Probe processes (local) or threads (remote). None: one process per core locally; for a remote
+    # store its ``io_concurrency`` threads (OSS: 32 by default), each waiting on its own request.
     workers: int | None = None
     max_in_flight: int = 256  # objects being probed at once (bounds memory)
     batch_rows: int = 2048
@@ -373,12 +372,20 @@ def _is_local(store: Storage) -> bool:
 
 
 def _default_workers(store: Storage) -> int:
-    """Probe processes for a local store (one per core), threads for a remote one (8 per core, at most
-    64: a container can report the host's cores)."""
-    return default_workers() if _is_local(store) else min(64, 8 * (os.cpu_count() or 1))
+    """Probe processes for a local store (one per core), threads for a remote one: the store's
+    ``io_concurrency`` (requests in flight; a remote probe mostly waits on its GET)."""
+    return default_workers() if _is_local(store) else max(1, store.io_concurrency)
 
 
-def _group_rows(raw: Storage, partition: str, group: Group) -> list[dict[str, Any]]:
+def _group_rows(
+    raw: Storage, partition: str, group: Group, sidecars: Future[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of one group. ``sidecars``: its sidecars being read meanwhile on another thread (a
+    remote store: the sidecar GET and the audio GET wait on the network together)."""
+    if sidecars is not None:
+        probes = [probe_object(raw, obj) for obj in group.audio]
+        side = sidecars.result()
+        return [make_row(partition, obj, probe, side) for obj, probe in zip(group.audio, probes, strict=True)]
     side = read_sidecars(raw, group) if (group.txt or group.json) else read_sidecars(raw, Group(group.stem))
     return [make_row(partition, obj, probe_object(raw, obj), side) for obj in group.audio]
 
@@ -572,12 +579,19 @@ def _thread_rows(
     options: IndexOptions,
     emit: Callable[[list[dict[str, Any]]], Iterator[dict[str, Any]]],
 ) -> Iterator[dict[str, Any]]:
-    """Probe one group per task on a thread pool, at most ``max_in_flight`` at once (remote stores)."""
+    """Probe one group per task on a thread pool, at most ``max_in_flight`` at once (remote stores).
+
+    A group's sidecars are read by a second pool (half as many threads) while its audio is read and
+    probed, so a group waits one round trip, not two."""
     queue: deque[Future[list[dict[str, Any]]]] = deque()
     workers = options.workers or _default_workers(raw)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool,
+        ThreadPoolExecutor(max_workers=max(1, workers // 2), thread_name_prefix="sidecar") as side_pool,
+    ):
         for group in groups:
-            queue.append(pool.submit(_group_rows, raw, partition, group))
+            side = side_pool.submit(read_sidecars, raw, group) if (group.txt or group.json) else None
+            queue.append(pool.submit(_group_rows, raw, partition, group, side))
             while len(queue) > options.max_in_flight:
                 yield from emit(queue.popleft().result())
         while queue:

@@ -28,7 +28,8 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 
 from asr_distill.lake import ShardLayout, shard_layout
 from asr_distill.stages._procpool import Executor, OrderedPool, chunked, default_workers
+from asr_distill.stages.readahead import Fetched, PrefetchedStore, ReadAhead, wants_read_ahead
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.encode import (
     AudioLoader,
@@ -60,16 +62,57 @@ from asr_distill.stages.shards.tar import TarWriter
 from asr_distill.storage import ObjectNotFoundError, Storage, StorageError
 from asr_distill.tableio import object_sha256
 
-
 # -- worker side ------------------------------------------------------------------------------
+# A chunk item: a planned sample, or one with its audio read ahead by the driver (a remote store).
+Item = PlannedSample | tuple[PlannedSample, Fetched]
+
+
 def _encode_chunk(
-    chunk: list[PlannedSample], loader: AudioLoader, cfg: ShardConfig, lake: Storage | None
+    chunk: list[Item], loader: AudioLoader, cfg: ShardConfig, lake: Storage | None
 ) -> list[EncodedSample]:
-    return [encode_sample(s, loader, cfg, lake) for s in chunk]
+    out = []
+    for item in chunk:
+        if isinstance(item, tuple):
+            s, fetched = item
+            if s.member is None and isinstance(loader, StorageAudioLoader):
+                view = PrefetchedStore(loader.store, fetched)
+                clip_loader = StorageAudioLoader(view, loader.sample_rate, loader.quality)  # type: ignore[arg-type]
+                out.append(encode_sample(s, clip_loader, cfg, lake))
+            elif s.member is not None and lake is not None:
+                out.append(encode_sample(s, loader, cfg, PrefetchedStore(lake, fetched)))  # type: ignore[arg-type]
+            else:
+                out.append(encode_sample(s, loader, cfg, lake))
+        else:
+            out.append(encode_sample(item, loader, cfg, lake))
+    return out
 
 
-def _crashed(sample: PlannedSample, detail: str) -> EncodedSample:
+def _crashed(item: Item, detail: str) -> EncodedSample:
+    sample = item[0] if isinstance(item, tuple) else item
     return EncodedSample(sample, error="worker_crashed", detail=detail)
+
+
+def _read_ahead(
+    samples: Iterable[PlannedSample], loader: AudioLoader, lake: Storage, ra: ReadAhead[PlannedSample]
+) -> Iterable[Item]:
+    """Each sample with what its worker reads: the raw clip (a local copy, one GET) or the segment's
+    member (one ranged GET of the lake's tar), in plan order, ``ra.depth`` at once."""
+    raw = loader.store if isinstance(loader, StorageAudioLoader) else None
+
+    def fetch(s: PlannedSample, ra: ReadAhead[PlannedSample]) -> Fetched:
+        if s.member is not None:
+            tar_key, offset, size = s.member
+            return ra.range(lake, tar_key, offset, size) if lake.io_concurrency > 1 else Fetched(tar_key)
+        if raw is not None and raw.io_concurrency > 1:
+            return ra.copy(raw, s.source_key, _suffix(s.source_key), versioned=False)
+        return Fetched(s.source_key)
+
+    return ra.map(samples, fetch, lambda s: s.member[2] if s.member is not None else 0)
+
+
+def _suffix(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    return "." + name.rsplit(".", 1)[1] if "." in name.lstrip(".") else ""
 
 
 # -- progress and summary -----------------------------------------------------------------------
@@ -401,16 +444,59 @@ class _ShardBuilder:
         self.duration_s += r.num_samples / self.cfg.sample_rate
 
     def finish(self, next_sample: PlannedSample | None, closed_by: str) -> _ShardRecord:
+        """Close the tar and fill the record; :meth:`publish` then uploads the shard."""
         self.rec.size = self.tar.close()
-        self._cm.__exit__(None, None, None)  # the object appears under its key only now
         self.rec.sha256 = self._hash.hexdigest()
         self.rec.next = None if next_sample is None else [next_sample.sample_key, next_sample.digest]
         self.rec.closed_by = closed_by
         return self.rec
 
+    def publish(self) -> None:
+        self._cm.__exit__(None, None, None)  # the object appears under its key only now
+
     def abort(self, exc: BaseException) -> None:
         with contextlib.suppress(BaseException):
             self._cm.__exit__(type(exc), exc, exc.__traceback__)
+
+
+class _Publisher:
+    """Uploads finished shards and their commit records, in the background on a remote lake.
+
+    Per shard, in this order: delete the shard's old commit record, upload the tar, write the new
+    commit record (a crash in between leaves a shard without a record: redone next time; the old
+    shard keeps its old record until then). Shards of a remote lake are published by ``threads``
+    threads while the driver fills the next shard (their round trips off the critical path), at most
+    ``threads`` at once (each holds its tar on local disk); a local lake publishes inline. :meth:`drain`
+    waits for every upload and raises the first failure.
+    """
+
+    def __init__(self, lake: Storage, threads: int) -> None:
+        self.lake = lake
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="shards-write") if threads > 0 else None
+        self.limit = max(1, threads)
+        self.pending: collections.deque[Future[None]] = collections.deque()
+
+    def _run(self, builder: _ShardBuilder, commit_key: str, record: bytes) -> None:
+        self.lake.delete(commit_key)
+        builder.publish()
+        self.lake.write_bytes(commit_key, record)
+
+    def submit(self, builder: _ShardBuilder, commit_key: str, record: bytes) -> None:
+        if self.pool is None:
+            self._run(builder, commit_key, record)
+            return
+        while len(self.pending) >= self.limit:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._run, builder, commit_key, record))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        """Wait for the uploads under way (finished shards are kept) without raising."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Outputs:
@@ -634,9 +720,25 @@ def write_shards(
         workers=n_workers,
         name="shards",
     )
-    all_todo = (s for b in plan.buckets for s in todo[b.index])
+    all_todo: Iterable[Item] = (s for b in plan.buckets for s in todo[b.index])
+    raw_store = loader.store if isinstance(loader, StorageAudioLoader) else None
+    remote = [st for st in (raw_store, lake) if wants_read_ahead(st, executor)]
+    ra: ReadAhead[PlannedSample] | None = None
+    if remote:
+        # A remote store: the driver reads clips and segment members ahead while the workers encode.
+        ra = ReadAhead(max(st.io_concurrency for st in remote if st is not None), name="shards-read")
+        all_todo = _read_ahead(all_todo, loader, lake, ra)  # type: ignore[arg-type]
     batches = encoder.map(chunked(all_todo, chunk_size), in_flight=2 * n_workers)
-    results = (r for batch in batches for r in batch)
+
+    def released(batches: Iterable[list[EncodedSample]]) -> Iterator[EncodedSample]:
+        for batch in batches:
+            for r in batch:
+                if ra is not None and r.sample.member is None:
+                    ra.release(r.sample.source_key)  # its local copy is no longer needed
+                yield r
+
+    results = released(batches)
+    publisher = _Publisher(lake, 2 if lake.io_concurrency > 1 else 0)
     builder: _ShardBuilder | None = None
     index_schema = _schema(SAMPLE_INDEX_SCHEMA, cfg, fp)
     try:
@@ -665,23 +767,27 @@ def write_shards(
                         why = None if builder is None else builder.full_for(r)
                         if builder is not None and why is not None:
                             out.add(builder.finish(r.sample, why), layout, reused=False)
-                            lake.write_bytes(
-                                layout.commit_key(b.label, builder.seq), builder.rec.to_json(fp, partition)
+                            done_builder, builder = builder, None
+                            publisher.submit(
+                                done_builder,
+                                layout.commit_key(b.label, done_builder.seq),
+                                done_builder.rec.to_json(fp, partition),
                             )
-                            seq = builder.seq + 1
-                            builder = None
+                            seq = done_builder.seq + 1
                         if builder is None:
-                            lake.delete(layout.commit_key(b.label, seq))
                             builder = _ShardBuilder(lake, layout.shard_key(b.label, seq), b.index, seq, cfg)
                         builder.add(r)
                         summary.audio_s_encoded += r.num_samples / cfg.sample_rate
                         report()
                     if builder is not None:
                         out.add(builder.finish(None, "end"), layout, reused=False)
-                        lake.write_bytes(
-                            layout.commit_key(b.label, builder.seq), builder.rec.to_json(fp, partition)
+                        done_builder, builder = builder, None
+                        publisher.submit(
+                            done_builder,
+                            layout.commit_key(b.label, done_builder.seq),
+                            done_builder.rec.to_json(fp, partition),
                         )
-                        builder = None
+                publisher.drain()  # every shard is up before the tables that describe them
                 if next(results, None) is not None:  # pragma: no cover (a bookkeeping bug)
                     raise RuntimeError("more encoded samples than planned")
         shards_table = pa.Table.from_pylist(out.shard_rows, schema=_schema(SHARD_TABLE_SCHEMA, cfg, fp))
@@ -697,6 +803,9 @@ def write_shards(
     finally:
         results.close()
         batches.close()  # shuts the pool down, also on errors and interrupts
+        publisher.close()
+        if ra is not None:
+            ra.close()
     summary.failed.sort()
     summary.elapsed_s = time.monotonic() - start
     report(force=True)
