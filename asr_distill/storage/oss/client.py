@@ -134,14 +134,11 @@ class OSSStorage(Storage):
         # clean and shards stages read ahead). A real bucket throttles (429/503, retried with backoff
         # by RetryPolicy): lower it when OSS answers "Please reduce your request rate".
         self.io_concurrency = io_concurrency
-        # Kept-alive connections: at least as many as the requests a stage keeps in flight (the index's
-        # probe threads plus half as many sidecar readers), so that no thread's connection is
-        # discarded and reopened for want of a pool slot.
-        self.pool_size = max(
-            pool_size or max(16, 8 * (os.cpu_count() or 1), io_concurrency + io_concurrency // 2),
-            self.upload_concurrency,
-            io_concurrency,
-        )
+        # Kept-alive connections: by default at least as many as the requests a stage keeps in flight
+        # (the index's probe threads plus half as many sidecar readers), so that no thread's connection
+        # is discarded and reopened for want of a pool slot.
+        default_pool = max(16, 8 * (os.cpu_count() or 1), io_concurrency + io_concurrency // 2)
+        self.pool_size = max(pool_size or default_pool, self.upload_concurrency)
         self.list_page_size = list_page_size
         self.content_md5 = content_md5
         self.app_name = app_name
