@@ -1,7 +1,7 @@
 """Latency hiding on object storage: index, clean and shards on the OSS emulator with 0, 30 and 100 ms of
 latency injected per request, same corpus, one run (a script, not a test). Issue 18 part 2.
 
-    .venv/bin/python bench/bench_oss_latency.py [--files 800] [--repeat 2] [--latencies 0,30,100]
+    .venv/bin/python bench/bench_oss_latency.py [--files 1600] [--repeat 2] [--latencies 0,30,100]
                                                 [--io-concurrency 32] [--quick]
 
 On real OSS a request costs tens of milliseconds of round trip but little client CPU; on the loopback
@@ -71,7 +71,7 @@ def run_stage(stage: str, raw: Any, lake: Any) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=800)
+    ap.add_argument("--files", type=int, default=1600)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument(
         "--latencies", default="0,30,100", help="milliseconds, comma-separated; the first is the base"
@@ -80,13 +80,13 @@ def main() -> int:
         "--io-concurrency", type=int, default=None, help="the stores' io_concurrency (default: theirs)"
     )
     ap.add_argument("--mix", default="realistic", choices=["realistic", "wav"])
-    ap.add_argument("--quick", action="store_true", help="small run for `make bench`: 400 files, 1 repeat")
+    ap.add_argument("--quick", action="store_true", help="small run for `make bench`: 800 files, 1 repeat")
     ap.add_argument("--stages", default=",".join(STAGES), help="a subset of index,clean,shards (in order)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary corpus")
     args = ap.parse_args()
     stages = [s for s in STAGES if s in args.stages.split(",")]
     if args.quick:
-        args.files, args.repeat = 400, 1
+        args.files, args.repeat = 800, 1
     latencies = [int(x) for x in args.latencies.split(",") if x]
     if latencies[0] != 0:
         latencies.insert(0, 0)
@@ -127,12 +127,17 @@ def main() -> int:
         objects: dict[str, int] = {}
         digests: dict[int, dict[str, str]] = {}
         for rep in range(args.repeat):
-            order = latencies if rep % 2 == 0 else latencies[::-1]
-            for ms in order:
-                server.set_latency(ms / 1000)
-                lake_uri = f"oss://{BUCKET_LAKE}/lat{ms}-r{rep}"
-                lake = StorageResource(uri=lake_uri, **fields, **extra).get()
-                for stage in STAGES:
+            # Stage by stage, the latency levels back to back (rotating order): the levels compared are
+            # measured seconds apart, so a change of the machine's load shifts them alike.
+            order = latencies[rep % len(latencies) :] + latencies[: rep % len(latencies)]
+            lakes = {
+                ms: StorageResource(uri=f"oss://{BUCKET_LAKE}/lat{ms}-r{rep}", **fields, **extra).get()
+                for ms in latencies
+            }
+            for stage in STAGES:
+                for ms in order:
+                    server.set_latency(ms / 1000)
+                    lake = lakes[ms]
                     if stage not in stages:
                         run_stage(stage, raw, lake)  # an input of the stages measured
                         continue
@@ -151,13 +156,14 @@ def main() -> int:
                         for b in (BUCKET_RAW, BUCKET_LAKE)
                     }
                     print(
-                        f"  repeat {rep} latency {ms:3d} ms  {stage:<6} {wall:7.2f} s  "
-                        f"{objects[stage] / wall:7.1f} objects/s  requests {st.get('requests', 0)}",
+                        f"  repeat {rep} {stage:<6} latency {ms:3d} ms {wall:7.2f} s  "
+                        f"{objects[stage] / wall:7.1f} objects/s  requests {st.get('requests', 0)}  "
+                        f"load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
-                if rep == 0:
-                    server.set_latency(0.0)
-                    digests[ms] = lake_digest(lake, "")
+            if rep == 0:
+                server.set_latency(0.0)
+                digests = {ms: lake_digest(lakes[ms], "") for ms in latencies}
         server.set_latency(0.0)
 
         identical = {ms: digests[ms] == digests[0] for ms in latencies}

@@ -227,6 +227,9 @@ def run_stages(
         server.stats.clear()
         out = fn()
         counts[stage] = {"raw": server.request_counts(raw_bucket), "lake": server.request_counts(lake_bucket)}
+        faults = counts.setdefault("faults", {})
+        for name in ("503", "reset"):
+            faults[name] = faults.get(name, 0) + int(server.stats[name])
         return out
 
     counted("index", lambda: run_index(raw, lake, partition, force=True))
@@ -350,3 +353,18 @@ def test_a_vanished_object_gives_the_same_row_with_and_without_read_ahead(oss_se
     ] == [victim]
     [row] = [r for r in a if r["key"] == victim]
     assert row["decode_error"] == "read_error" and "ObjectNotFoundError" in row["decode_detail"]
+
+
+def test_throttling_with_requests_in_flight_changes_nothing(oss_server_session, raw_bucket, two_runs):
+    """503 ("Please reduce your request rate") and connection resets on a fifth of the requests, with 16
+    requests in flight: every one is retried with backoff by its own thread; the outputs are those of
+    the fault-free run."""
+    server = oss_server_session
+    bucket, _ = raw_bucket
+    lake_bucket = server.create_bucket()
+    raw = store(server, bucket, "corpus", io_concurrency=16, retry=RetryPolicy(10, 0.01, 0.05))
+    lake = store(server, lake_bucket, "io16", io_concurrency=16, retry=RetryPolicy(10, 0.01, 0.05))
+    with server.injected(seed=7, error_rate=0.15, reset_rate=0.05):
+        counts = run_stages(server, raw, lake, PARTITION, "process")
+    assert counts["faults"]["503"] > 0 and counts["faults"]["reset"] > 0
+    assert lake_objects(lake) == two_runs[16]["lake"]
