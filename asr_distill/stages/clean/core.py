@@ -312,7 +312,10 @@ def clean_partition(
     and no pickling; on 2 cores it measured within noise of the process pool (libsndfile, soxr,
     hashlib and numpy release the GIL for the heavy parts), but a native crash takes the caller down.
     ``"inline"``: no pool (debugging). At most
-    ``4 * workers`` chunks of ``chunk_size`` clips are in flight, so memory stays bounded.
+    ``4 * workers`` chunks of ``chunk_size`` clips are in flight, so memory stays bounded. On a store
+    with latency to hide (``store.io_concurrency > 1``: OSS) the driver reads the objects ahead of the
+    workers (:mod:`asr_distill.stages.readahead`: ``io_concurrency`` GETs in flight, the same one GET per
+    clip, local copies removed as rows come back); the rows are the same either way.
 
     A clip is a ``duplicate`` when a clip earlier in key order in this partition that passed every
     other rule, or an entry of ``known_hashes``, has the same ``pcm_sha256``; the first stays kept.

@@ -17,6 +17,10 @@ Flow of :func:`write_shards`:
 5. The sample index (streamed), the shard table and ``wids.json`` are written; objects of an earlier
    run that are no longer part of the result (stale shards, commit records) are deleted.
 
+On a remote lake or raw store (``io_concurrency > 1``: OSS) the driver reads the clips and segment
+members ahead of the workers (:mod:`asr_distill.stages.readahead`) and finished shards are uploaded in the
+background (:class:`_Publisher`), so round trips overlap the encoding; the outputs are the same.
+
 Shard boundaries depend only on the planned order and the encoded sizes, which are deterministic, so the
 same inputs and settings give byte-identical shards whatever the number of workers.
 """
