@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asr_distill.lake import ShardLayout, shard_layout
-from asr_distill.stages._procpool import Executor, OrderedPool, chunked, default_workers
+from asr_distill.stages._procpool import ExecutorSpec, OrderedPool, chunked, default_workers
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.encode import (
     AudioLoader,
@@ -562,7 +562,7 @@ def write_shards(
     loader: AudioLoader | None = None,
     config: ShardConfig | None = None,
     workers: int | None = None,
-    executor: Executor = "process",
+    executor: ExecutorSpec = "process",
     chunk_size: int = 4,
     verify_existing: bool = True,
     reuse: bool = True,
@@ -586,7 +586,7 @@ def write_shards(
         if raw is None:
             raise ValueError("give either raw (the store holding the audio) or loader")
         loader = StorageAudioLoader(raw, cfg.sample_rate, cfg.resample_quality)
-    n_workers = workers or default_workers()
+    n_workers = workers or default_workers(executor)
     layout = shard_layout(partition)
     fp = cfg.fingerprint()
     start = time.monotonic()
