@@ -36,7 +36,9 @@ PARTS = ["broken", "en_read"]
 # The cluster's workers cannot import this test module: its test-only functions and stores travel by
 # value (what Ray's cloudpickle does for a driver script's own functions).
 ray_cloudpickle = pytest.importorskip("ray.cloudpickle")
-ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])  # undecodable and truncated files, and clean speech
+ray_cloudpickle.register_pickle_by_value(
+    sys.modules[__name__]
+)  # undecodable and truncated files, and clean speech
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +48,9 @@ def cluster():
 
     resource = PrivateLocalRay(num_cpus=2, keep_alive=True)
     resource.connect(None)
-    assert ray.is_initialized()
-    yield resource
-    KEPT_CLUSTERS.shutdown()
+    assert ray.is_initialized() and KEPT_CLUSTERS.reusable(resource._settings()) is not None
+    # Left up for later modules of the session (kept clusters are shut down when the process exits).
+    return resource
 
 
 def _lake_bytes(lake: LocalStorage, prefixes: list[str]) -> dict[str, str]:

@@ -1,10 +1,11 @@
 """The stage pools' Ray executor: chunks of items as Ray tasks, with :class:`~._procpool.OrderedPool`'s
 semantics (ordered results, bounded in-flight chunks, crash isolation).
 
-:class:`RayPool` runs ``fn(chunk, *args)`` as one Ray task per chunk (``num_cpus=1``) on the cluster
-this process is connected to (``ray.init`` is the caller's business: the Dagster assets connect
-through the ``ray_cluster`` resource). Results come back in input order and at most ``in_flight``
-chunks are submitted at once.
+:class:`RayPool` runs ``fn(chunk, *args)`` over the chunks as Ray tasks (``num_cpus=1``; consecutive chunks
+share a task up to :attr:`RayTasks.items_per_task` items) on the cluster this process is
+connected to (``ray.init`` is the caller's business: the Dagster assets connect through the
+``ray_cluster`` resource). Results come back per chunk in input order and at most ``in_flight`` tasks
+are submitted at once.
 
 * **The fixed arguments travel once.** ``args`` are pickled once into one object (``ray.put``); each
   task gets a reference to it, and a worker process unpickles it on its first task and keeps it for
@@ -49,10 +50,14 @@ class RayTasks:
     ``ship_stores``: send opened stores with their credentials (only for a cluster whose workers are
     processes of this machine); otherwise OSS credentials come from each worker's environment.
     ``num_cpus``: the CPUs Ray reserves per task (one chunk is single-threaded work).
+    ``items_per_task``: consecutive chunks go into one task until it holds this many items; a Ray
+    task costs more to schedule than a process pool's, and the stages' chunks are sized for the latter
+    (clean: 8 files, shards: 4; the index's 64 objects stay one chunk per task).
     """
 
     ship_stores: bool = False
     num_cpus: float = 1.0
+    items_per_task: int = 16
 
 
 def is_ray(executor: object) -> bool:
@@ -145,11 +150,12 @@ def _worker_args(holder: list[Any]) -> tuple[Any, ...]:
     return args
 
 
-def _ray_chunk(fn: Callable[..., list[Any]], holder: list[Any], chunk: list[Any]) -> list[Any]:
-    """The body of every task: ``fn(chunk, *args)`` with the arguments of ``holder[0]``."""
+def _ray_chunks(fn: Callable[..., list[Any]], holder: list[Any], chunks: list[list[Any]]) -> list[list[Any]]:
+    """The body of every task: ``fn(chunk, *args)`` for each chunk, with the arguments of ``holder[0]``."""
     from asr_distill.stages._procpool import call_chunk
 
-    return call_chunk(fn, _worker_args(holder), chunk)
+    args = _worker_args(holder)
+    return [call_chunk(fn, args, chunk) for chunk in chunks]
 
 
 _REMOTE: dict[float, Any] = {}
@@ -161,7 +167,7 @@ def _remote(num_cpus: float) -> Any:
 
     fn = _REMOTE.get(num_cpus)
     if fn is None:
-        fn = _REMOTE[num_cpus] = ray.remote(num_cpus=num_cpus, max_retries=0)(_ray_chunk)
+        fn = _REMOTE[num_cpus] = ray.remote(num_cpus=num_cpus, max_retries=0)(_ray_chunks)
     return fn
 
 
@@ -221,15 +227,15 @@ class RayPool(Generic[T, R]):
             self._pending.clear()
         self._holder = None
 
-    def _submit(self, chunk: list[T]) -> Any:
+    def _submit(self, chunks: list[list[T]]) -> Any:
         self.start()
         return (
             _remote(self.spec.num_cpus)
             .options(name=f"{self.name}-chunk")
-            .remote(self.fn, self._holder, chunk)
+            .remote(self.fn, self._holder, chunks)
         )
 
-    def _result(self, ref: Any) -> list[R]:
+    def _result(self, ref: Any) -> list[list[R]]:
         import ray
 
         try:
@@ -240,45 +246,54 @@ class RayPool(Generic[T, R]):
                 raise cause from exc
             raise
 
-    def _isolate(self, chunk: list[T]) -> list[R]:
-        """A chunk whose worker died: each item in its own task; one that dies again gets on_crash."""
+    def _isolate(self, chunks: list[list[T]]) -> Iterator[list[R]]:
+        """Chunks whose worker died: each item in its own task; one that dies again gets on_crash."""
         crashed = _crash_types()
-        out: list[R] = []
-        refs = [(item, self._submit([item])) for item in chunk]
-        for item, ref in refs:
-            try:
-                out.extend(self._result(ref))
-            except crashed as exc:
-                self.restarts += 1
-                out.append(self.on_crash(item, f"worker process died: {type(exc).__name__}: {exc}"[:500]))
-        return out
+        refs = [[(item, self._submit([[item]])) for item in chunk] for chunk in chunks]
+        for chunk_refs in refs:
+            out: list[R] = []
+            for item, ref in chunk_refs:
+                try:
+                    out.extend(self._result(ref)[0])
+                except crashed as exc:
+                    self.restarts += 1
+                    out.append(self.on_crash(item, f"worker process died: {type(exc).__name__}: {exc}"[:500]))
+            yield out
 
     def map(self, chunks: Iterable[list[T]], in_flight: int) -> Iterator[list[R]]:
-        """Results of every chunk, in order, with at most ``in_flight`` chunks submitted at once."""
+        """Results of every chunk, in order, with at most ``in_flight`` tasks submitted at once."""
         crashed = _crash_types()
         source = iter(chunks)
+        per_task = max(1, self.spec.items_per_task)
         pending = self._pending
         try:
             exhausted = False
             while True:
                 while not exhausted and len(pending) < max(1, in_flight):
-                    chunk = next(source, None)
-                    if chunk is None:
+                    group: list[list[T]] = []
+                    items = 0
+                    for chunk in source:
+                        group.append(chunk)
+                        items += len(chunk)
+                        if items >= per_task:
+                            break
+                    else:
                         exhausted = True
+                    if not group:
                         break
-                    pending.append((chunk, self._submit(chunk)))
+                    pending.append((group, self._submit(group)))
                 if not pending:
                     return
-                chunk, ref = pending[0]
+                group, ref = pending[0]
                 try:
-                    result = self._result(ref)
+                    results = self._result(ref)
                 except crashed:
                     pending.popleft()
                     self.restarts += 1
-                    yield self._isolate(chunk)
+                    yield from self._isolate(group)
                     continue
                 pending.popleft()
-                yield result
+                yield from results
         finally:
             self.close()
 
