@@ -21,6 +21,7 @@ from asr_distill.resources.ray import (
     PrivateLocalRay,
     RemoteRay,
     cpu_stage_executor,
+    shares_filesystem,
 )
 from asr_distill.stages._procpool import OrderedPool
 from asr_distill.stages._raypool import RayTasks, dumps_args
@@ -186,7 +187,7 @@ def test_an_oss_store_travels_without_credentials_and_reopens_with_the_workers_o
 
 
 # -- the selection rule ----------------------------------------------------------------------------------
-def test_the_selection_rule(cluster, tmp_path) -> None:
+def test_the_selection_rule(cluster, tmp_path, monkeypatch) -> None:
     context = dg.build_asset_context()
     local = {"raw": LocalStorage(tmp_path)}
     here = PrivateLocalRay(num_cpus=2, keep_alive=True)
@@ -197,6 +198,10 @@ def test_the_selection_rule(cluster, tmp_path) -> None:
         cpu_stage_executor("auto", remote, local, context, "s")
     with pytest.raises(dg.Failure, match="executor must be one of"):
         cpu_stage_executor("cluster", here, local, context, "s")
+    assert shares_filesystem(RemoteRay(address="ray://h:10001", shared_filesystem=True))
+    monkeypatch.setenv("ASR_DISTILL_RAY_SHARED_FS", "1")
+    assert shares_filesystem(remote)
+    assert cpu_stage_executor("local", remote, local, context, "s") is None
     # Asked for explicitly: the private cluster (the kept one, reused), stores shipped as opened.
     assert cpu_stage_executor("ray", here, local, context, "s") == RayTasks(ship_stores=True)
 
