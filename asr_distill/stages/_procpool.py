@@ -15,8 +15,8 @@ Executors:
   pool is restarted for the rest. A crash costs one result, not the run.
 * ``"thread"``: a thread pool (no start-up cost, no pickling; a native crash takes the caller down).
 * ``"inline"``: no pool, chunks run in the calling thread (debugging, small inputs).
-* ``"ray"`` or a :class:`~._raypool.RayTasks`: one Ray task per chunk on the connected Ray cluster,
-  same order, bounds and crash handling (see :mod:`._raypool`).
+* ``"ray"`` or a :class:`~._raypool.RayTasks`: the chunks as Ray tasks on the connected Ray cluster,
+  same order, bounds and crash handling (see :mod:`._raypool`); ``workers`` defaults to its CPUs.
 """
 
 from __future__ import annotations

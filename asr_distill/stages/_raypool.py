@@ -196,7 +196,7 @@ class RayPool(Generic[T, R]):
         self.name = name
         self.restarts = 0  # tasks lost to a dying worker (a culprit costs two: its chunk, then itself)
         self._holder: list[Any] | None = None  # [ObjectRef of the pickled args]
-        self._pending: collections.deque[tuple[list[T], Any]] = collections.deque()
+        self._pending: collections.deque[tuple[list[list[T]], Any]] = collections.deque()  # (chunks, ref)
 
     def start(self) -> None:
         """Put the arguments into the object store (once); raises when Ray is not connected."""
@@ -261,7 +261,8 @@ class RayPool(Generic[T, R]):
             yield out
 
     def map(self, chunks: Iterable[list[T]], in_flight: int) -> Iterator[list[R]]:
-        """Results of every chunk, in order, with at most ``in_flight`` tasks submitted at once."""
+        """Results of every chunk, in order, with at most ``in_flight`` tasks submitted at once (so at
+        most ``in_flight`` x ``items_per_task`` items, or ``in_flight`` chunks when they are larger)."""
         crashed = _crash_types()
         source = iter(chunks)
         per_task = max(1, self.spec.items_per_task)
