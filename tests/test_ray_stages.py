@@ -228,3 +228,31 @@ def test_the_assets_run_their_chunks_on_the_cluster_when_asked(
         assert any(f"{asset}: per-file work as Ray tasks on private local Ray" in m for m in logs), asset
     prefixes = _stage_prefixes("en_read")
     assert _lake_bytes(lake, prefixes) == _lake_bytes(pool_lake, prefixes)
+
+
+def test_a_remote_cluster_runs_the_stages_by_default_with_stores_reopened_there(
+    demo_corpus, pool_lake, tmp_path, instance, ray_head, monkeypatch
+):
+    """A separately started head reached by address (what a remote cluster is): executor "auto" runs
+    the chunks there; the local stores are accepted because the filesystem is declared shared (the
+    head's workers are processes of this machine), and they are reopened by path, not shipped.
+    Last in the module: connecting to the head stops the private cluster kept above."""
+    raw, _ = demo_corpus
+    lake = LocalStorage(tmp_path / "lake")
+    register_partitions(instance, ["en_read"])
+    monkeypatch.setenv("ASR_DISTILL_RAY_SHARED_FS", "1")
+    resources = {**stage_resources(raw.uri, lake.uri), "ray_cluster": RemoteRay(address=ray_head)}
+    result = dg.materialize(
+        ALL_ASSETS + ALL_CHECKS,
+        selection=dg.AssetSelection.assets("audio_index", "cleaned_audio", "webdataset_shards"),
+        partition_key="en_read",
+        instance=instance,
+        resources=resources,
+    )
+    assert result.success
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    for asset in ("audio_index", "cleaned_audio", "webdataset_shards"):
+        expected = f"{asset}: per-file work as Ray tasks on Ray cluster at {ray_head} (its workers' own"
+        assert any(expected in m for m in logs), asset
+    prefixes = _stage_prefixes("en_read")
+    assert _lake_bytes(lake, prefixes) == _lake_bytes(pool_lake, prefixes)
