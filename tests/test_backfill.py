@@ -31,7 +31,7 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 from asr_distill import lake as layout
 from asr_distill.assets import audio_index, cleaned_audio, raw_audio, segmented_audio, webdataset_shards
 from asr_distill.partitions import raw_prefix_partitions
-from asr_distill.resources import StorageResource
+from asr_distill.resources import PrivateLocalRay, StorageResource
 from asr_distill.storage import LocalStorage
 
 LAUNCH_BACKFILL = """
@@ -213,7 +213,11 @@ def test_instance_templates(demo_corpus, tmp_path, monkeypatch):
         raw, _ = demo_corpus
         instance.add_dynamic_partitions(raw_prefix_partitions.name, ["en_mixed"])
         lake = LocalStorage(tmp_path / "lake")
-        resources = {"raw": StorageResource(uri=raw.uri), "lake": StorageResource(uri=lake.uri)}
+        resources = {
+            "raw": StorageResource(uri=raw.uri),
+            "lake": StorageResource(uri=lake.uri),
+            "ray_cluster": PrivateLocalRay(),  # lazy: the index runs on its local pool (executor auto)
+        }
         result = dg.materialize(
             [raw_audio, audio_index],
             selection=[audio_index],

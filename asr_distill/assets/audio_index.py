@@ -3,6 +3,7 @@
 from typing import Any
 
 import dagster as dg
+from dagster_ray import RayResource
 from pydantic import Field
 
 from asr_distill import lake as layout
@@ -16,6 +17,7 @@ from asr_distill.assets._policies import (
 from asr_distill.assets.raw_audio import raw_audio
 from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
+from asr_distill.resources.ray import CPU_STAGE_EXECUTOR_DOC, cpu_stage_executor
 from asr_distill.stages.index.build import DURATION_BINS_S, INDEX_VERSION, IndexOptions, run_index
 from asr_distill.stages.index.schema import IGNORED_REASONS, PROBE_ERRORS, SIDECAR_ERRORS
 from asr_distill.stages.index.validation import validate_index_object
@@ -33,6 +35,7 @@ class AudioIndexConfig(dg.Config):
         ),
     )
     max_in_flight: int = Field(default=256, description="Objects being probed at once (bounds memory).")
+    executor: str = Field(default="auto", description=CPU_STAGE_EXECUTOR_DOC)
 
 
 @dg.asset(
@@ -51,10 +54,17 @@ class AudioIndexConfig(dg.Config):
 )
 @permanent_errors_fail_fast()
 def audio_index(
-    context: dg.AssetExecutionContext, config: AudioIndexConfig, raw: StorageResource, lake: StorageResource
+    context: dg.AssetExecutionContext,
+    config: AudioIndexConfig,
+    raw: StorageResource,
+    lake: StorageResource,
+    ray_cluster: RayResource,
 ) -> dg.MaterializeResult:
     raw_store, lake_store = raw.get(), lake.get()
-    options = IndexOptions(workers=config.workers or None, max_in_flight=config.max_in_flight)
+    ray_tasks = cpu_stage_executor(config.executor, ray_cluster, {"raw": raw_store}, context, "audio_index")
+    options = IndexOptions(
+        workers=config.workers or None, max_in_flight=config.max_in_flight, executor=ray_tasks or "auto"
+    )
     return materialize_partitions(
         context, lambda p: _index_partition(context, config, raw_store, lake_store, options, p)
     )

@@ -3,6 +3,7 @@
 from typing import Any
 
 import dagster as dg
+from dagster_ray import RayResource
 from pydantic import Field
 
 from asr_distill import lake as layout
@@ -16,6 +17,7 @@ from asr_distill.assets._policies import (
 from asr_distill.assets.audio_index import audio_index
 from asr_distill.partitions import raw_prefix_partitions
 from asr_distill.resources import StorageResource
+from asr_distill.resources.ray import CPU_STAGE_EXECUTOR_DOC, cpu_stage_executor
 from asr_distill.stages.clean import FLAGS, REASONS, CleanConfig, run_clean
 from asr_distill.stages.progress import to_log
 from asr_distill.storage import Storage
@@ -26,7 +28,10 @@ class CleanedAudioConfig(dg.Config):
         default_factory=dict,
         description="Overrides of CleanConfig fields, e.g. {'min_duration_s': 1.0, 'max_duration_s': 20}.",
     )
-    workers: int = Field(default=0, description="Decode processes (0 = one per core).")
+    workers: int = Field(
+        default=0, description="Decode processes (0 = one per core; Ray: the cluster's CPUs)."
+    )
+    executor: str = Field(default="auto", description=CPU_STAGE_EXECUTOR_DOC)
     force: bool = Field(
         default=False,
         description="Clean again even when the index, the rules and the known duplicates are unchanged.",
@@ -53,12 +58,17 @@ class CleanedAudioConfig(dg.Config):
 )
 @permanent_errors_fail_fast()
 def cleaned_audio(
-    context: dg.AssetExecutionContext, config: CleanedAudioConfig, raw: StorageResource, lake: StorageResource
+    context: dg.AssetExecutionContext,
+    config: CleanedAudioConfig,
+    raw: StorageResource,
+    lake: StorageResource,
+    ray_cluster: RayResource,
 ) -> dg.MaterializeResult:
     raw_store, lake_store = raw.get(), lake.get()
     rules = CleanConfig.from_dict(config.rules)
+    ray_tasks = cpu_stage_executor(config.executor, ray_cluster, {"raw": raw_store}, context, "cleaned_audio")
     return materialize_partitions(
-        context, lambda p: _clean_partition(context, config, rules, raw_store, lake_store, p)
+        context, lambda p: _clean_partition(context, config, rules, raw_store, lake_store, p, ray_tasks)
     )
 
 
@@ -69,6 +79,7 @@ def _clean_partition(
     raw_store: Storage,
     lake_store: Storage,
     partition: str,
+    ray_tasks: Any = None,
 ) -> dict[str, Any]:
     s = run_clean(
         raw_store,
@@ -78,6 +89,7 @@ def _clean_partition(
         force=config.force,
         progress=to_log(context.log.info),
         workers=config.workers or None,
+        executor=ray_tasks or "process",
         cross_partition_dedup=config.cross_partition_dedup,
     )
     return {

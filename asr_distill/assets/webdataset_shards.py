@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 import dagster as dg
+from dagster_ray import RayResource
 from pydantic import Field
 
 from asr_distill import lake as layout
@@ -18,6 +19,7 @@ from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.assets.segmented_audio import segmented_audio
 from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
+from asr_distill.resources.ray import CPU_STAGE_EXECUTOR_DOC, cpu_stage_executor
 from asr_distill.stages.progress import to_log
 from asr_distill.stages.shards import ShardConfig, run_shards
 from asr_distill.stages.shards.run import read_kept_segments
@@ -42,7 +44,10 @@ class ShardsConfig(dg.Config):
             "'max_shard_bytes': 268435456, 'max_shard_samples': 10000, 'audio_format': 'flac'}."
         ),
     )
-    workers: int = Field(default=0, description="Encoding processes (0 = one per core).")
+    workers: int = Field(
+        default=0, description="Encoding processes (0 = one per core; Ray: the cluster's CPUs)."
+    )
+    executor: str = Field(default="auto", description=CPU_STAGE_EXECUTOR_DOC)
 
 
 def _config(overrides: dict[str, Any]) -> ShardConfig:
@@ -64,12 +69,19 @@ def _config(overrides: dict[str, Any]) -> ShardConfig:
 )
 @permanent_errors_fail_fast()
 def webdataset_shards(
-    context: dg.AssetExecutionContext, config: ShardsConfig, raw: StorageResource, lake: StorageResource
+    context: dg.AssetExecutionContext,
+    config: ShardsConfig,
+    raw: StorageResource,
+    lake: StorageResource,
+    ray_cluster: RayResource,
 ) -> dg.MaterializeResult:
     raw_store, lake_store = raw.get(), lake.get()
     cfg = _config(config.shards)
+    # The workers read the raw audio and, for segments, the lake's segment tars.
+    stores = {"raw": raw_store, "lake": lake_store}
+    ray_tasks = cpu_stage_executor(config.executor, ray_cluster, stores, context, "webdataset_shards")
     return materialize_partitions(
-        context, lambda p: _shard_partition(context, config, cfg, raw_store, lake_store, p)
+        context, lambda p: _shard_partition(context, config, cfg, raw_store, lake_store, p, ray_tasks)
     )
 
 
@@ -80,6 +92,7 @@ def _shard_partition(
     raw_store: Storage,
     lake_store: Storage,
     partition: str,
+    ray_tasks: Any = None,
 ) -> dict[str, Any]:
     s = run_shards(
         raw_store,
@@ -88,6 +101,7 @@ def _shard_partition(
         cfg,
         progress=to_log(context.log.info),
         workers=config.workers or None,
+        executor=ray_tasks or "process",
     )
     sl = layout.shard_layout(partition)
     return {

@@ -258,6 +258,13 @@ class RemoteRay(RayResource):
     """
 
     address: str = Field(description="ray://host:10001, auto, or host:port")
+    shared_filesystem: bool = Field(
+        default=False,
+        description=(
+            "Every node mounts this machine's local raw and lake directories at the same paths (index, "
+            "clean and shards may then run there as Ray tasks with local stores)"
+        ),
+    )
     lifecycle: Lifecycle = Field(default=_lazy(), description=_LAZY_FIELD_DESCRIPTION)
 
     @property
@@ -323,13 +330,79 @@ def make_ray_resource(spec: str | None = None) -> RayResource:
 
 
 __all__ = [
+    "CPU_STAGE_EXECUTORS",
     "KEPT_CLUSTERS",
     "RAY_ENV",
     "KeptCluster",
     "KeptClusters",
     "PrivateLocalRay",
     "RemoteRay",
+    "cpu_stage_executor",
     "ensure_connected",
     "make_ray_resource",
+    "shares_filesystem",
     "workers_on_this_machine",
 ]
+
+
+# -- index, clean and shards on the cluster ----------------------------------------------------------
+CPU_STAGE_EXECUTORS = ("auto", "local", "ray")
+CPU_STAGE_EXECUTOR_DOC = (
+    "Where the stage's per-file work runs: 'local' = a process pool on this step's machine; 'ray' = "
+    "Ray tasks (1 CPU each) on the `ray_cluster` resource's cluster; 'auto' (default) = Ray only when "
+    "that cluster is remote (ASR_DISTILL_RAY = an address or kuberay), else the local pool (no Ray "
+    "cluster is started for these stages)."
+)
+
+
+def shares_filesystem(resource: RayResource) -> bool:
+    """Whether the cluster's workers see this machine's local directories at the same paths.
+
+    True for the private local cluster; for a remote one only when the user says so (the resource's
+    ``shared_filesystem`` field, or ``ASR_DISTILL_RAY_SHARED_FS=1``).
+    """
+    if workers_on_this_machine(resource) or getattr(resource, "shared_filesystem", False):
+        return True
+    return (env_registry.RAY_SHARED_FS.get() or "").strip().lower() in ("1", "true", "yes")
+
+
+def cpu_stage_executor(
+    choice: str, resource: RayResource, stores: dict[str, Any], context: Any, stage: str
+) -> Any:
+    """The executor of a CPU stage (index, clean, shards) by the selection rule above.
+
+    Returns None for the stage's local pool, or a :class:`~asr_distill.stages._raypool.RayTasks`
+    after connecting to the cluster. On a remote cluster the stores travel without credentials (each
+    worker reopens an OSS store with its own ``OSS_*`` variables or RAM role); on the private local
+    one they travel as opened here. A local-directory store with a remote cluster is refused unless
+    the cluster shares the filesystem (:func:`shares_filesystem`).
+    """
+    from asr_distill.stages._raypool import RayTasks
+    from asr_distill.storage import LocalStorage
+
+    if choice not in CPU_STAGE_EXECUTORS:
+        raise dg.Failure(
+            description=f"executor must be one of {', '.join(CPU_STAGE_EXECUTORS)}, not {choice!r}",
+            allow_retries=False,
+        )
+    remote = not workers_on_this_machine(resource)
+    if choice == "local" or (choice == "auto" and not remote):
+        return None
+    if remote and not shares_filesystem(resource):
+        local = [
+            f"{role} store {store.uri}" for role, store in stores.items() if isinstance(store, LocalStorage)
+        ]
+        if local:
+            raise dg.Failure(
+                description=(
+                    f"{stage}: the {' and the '.join(local)} is a local directory, which the workers of "
+                    f"{resource.display_name} cannot read. Use oss:// stores, run the stage with "
+                    f"executor='local', or set {env_registry.RAY_SHARED_FS.name}=1 if every Ray node "
+                    "mounts these directories at the same paths."
+                ),
+                allow_retries=False,
+            )
+    ensure_connected(resource, context)
+    where = "its workers' own OSS_* credentials" if remote else "the stores as configured for this run"
+    context.log.info(f"{stage}: per-file work as Ray tasks on {resource.display_name} ({where})")
+    return RayTasks(ship_stores=not remote)

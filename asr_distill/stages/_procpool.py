@@ -15,6 +15,8 @@ Executors:
   pool is restarted for the rest. A crash costs one result, not the run.
 * ``"thread"``: a thread pool (no start-up cost, no pickling; a native crash takes the caller down).
 * ``"inline"``: no pool, chunks run in the calling thread (debugging, small inputs).
+* ``"ray"`` or a :class:`~._raypool.RayTasks`: the chunks as Ray tasks on the connected Ray cluster,
+  same order, bounds and crash handling (see :mod:`._raypool`); ``workers`` defaults to its CPUs.
 """
 
 from __future__ import annotations
@@ -31,15 +33,26 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Generic, Literal, TypeVar
 
 from asr_distill.settings import FORKSERVER_MAIN
+from asr_distill.stages._raypool import RayPool, RayTasks, as_ray_tasks, cluster_cpus, is_ray
 
 T = TypeVar("T")
 R = TypeVar("R")
-Executor = Literal["process", "thread", "inline"]
-EXECUTORS: tuple[Executor, ...] = ("process", "thread", "inline")
+Executor = Literal["process", "thread", "inline", "ray"]
+EXECUTORS: tuple[Executor, ...] = ("process", "thread", "inline", "ray")
+# What a stage's ``executor`` parameter takes: a name, or Ray tasks with their options.
+ExecutorSpec = Executor | RayTasks
 
 
-def default_workers() -> int:
-    """The cores this process may run on."""
+def check_executor(executor: object) -> None:
+    """Raise ValueError for anything that is neither an executor name nor a :class:`RayTasks`."""
+    if not (isinstance(executor, RayTasks) or executor in EXECUTORS):
+        raise ValueError(f"unknown executor {executor!r}")
+
+
+def default_workers(executor: object = "process") -> int:
+    """The cores this process may run on; for Ray tasks, the connected cluster's CPUs."""
+    if is_ray(executor):
+        return cluster_cpus()
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover (not Linux)
@@ -79,6 +92,11 @@ def _ready() -> bool:
 def _run_chunk(chunk: list[Any]) -> list[Any]:
     assert _TASK is not None, "worker not initialised"
     fn, args = _TASK
+    return call_chunk(fn, args, chunk)
+
+
+def call_chunk(fn: Callable[..., list[Any]], args: tuple[Any, ...], chunk: list[Any]) -> list[Any]:
+    """``fn(chunk, *args)`` in a worker (a process or a Ray task); its exception crosses back."""
     try:
         return fn(chunk, *args)
     except Exception as exc:
@@ -130,16 +148,19 @@ class OrderedPool(Generic[T, R]):
         args: tuple[Any, ...],
         *,
         on_crash: Callable[[T, str], R],
-        executor: Executor = "process",
+        executor: ExecutorSpec = "process",
         workers: int | None = None,
         name: str = "pool",
         preload: Sequence[str] | None = None,
     ) -> None:
-        if executor not in EXECUTORS:
-            raise ValueError(f"unknown executor {executor!r}")
+        check_executor(executor)
         self.fn, self.args, self.on_crash = fn, args, on_crash
-        self.kind: Executor = executor
-        self.workers = workers or default_workers()
+        self.ray: RayPool[T, R] | None = None
+        if is_ray(executor):
+            self.ray = RayPool(fn, args, on_crash=on_crash, spec=as_ray_tasks(executor), name=name)
+            executor = "ray"
+        self.kind: Executor = executor  # type: ignore[assignment]
+        self.workers = workers or default_workers(executor)
         self.name = name
         self.preload = list(preload) if preload is not None else [fn.__module__]
         self.pool: cf.Executor | None = None
@@ -175,11 +196,15 @@ class OrderedPool(Generic[T, R]):
 
     def start(self) -> None:
         """Start the pool now (it starts at the first chunk otherwise); raises :class:`PoolStartError`."""
-        if self.kind != "inline" and self.pool is None:
+        if self.ray is not None:
+            self.ray.start()
+        elif self.kind != "inline" and self.pool is None:
             self.pool = self._new_pool()
 
     def close(self) -> None:
         """Shut the pool down (waits for the workers); :meth:`map` does this when it ends."""
+        if self.ray is not None:
+            self.ray.close()
         self._drop_pool()
 
     def _drop_pool(self) -> None:
@@ -217,6 +242,12 @@ class OrderedPool(Generic[T, R]):
 
     def map(self, chunks: Iterable[list[T]], in_flight: int) -> Iterator[list[R]]:
         """Results of every chunk, in order, with at most ``in_flight`` chunks submitted at once."""
+        if self.ray is not None:
+            try:
+                yield from self.ray.map(chunks, in_flight)
+            finally:
+                self.restarts = self.ray.restarts
+            return
         if self.kind == "inline":
             for chunk in chunks:
                 yield self.fn(chunk, *self.args)

@@ -18,7 +18,7 @@ from typing import Any
 
 from asr_distill.audio.decode import PYAV_FIRST, DecodeError, open_decoder
 from asr_distill.language import primary_language
-from asr_distill.stages._procpool import EXECUTORS, Executor, OrderedPool, default_workers
+from asr_distill.stages._procpool import ExecutorSpec, OrderedPool, check_executor, default_workers
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.metrics import SignalAnalyzer, feature_frames, subsampled_frames, text_stats
 from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASONS, RECORDING_REASONS
@@ -295,7 +295,7 @@ def clean_partition(
     *,
     known_hashes: KnownHashes | None = None,
     workers: int | None = None,
-    executor: Executor = "process",
+    executor: ExecutorSpec = "process",
     batch_size: int = 1000,
     chunk_size: int = 8,
     progress: Callable[[CleanProgress], None] | None = None,
@@ -311,19 +311,19 @@ def clean_partition(
     native decoder crash costs one ``worker_crashed`` row, not the run. ``"thread"``: no start-up cost
     and no pickling; on 2 cores it measured within noise of the process pool (libsndfile, soxr,
     hashlib and numpy release the GIL for the heavy parts), but a native crash takes the caller down.
-    ``"inline"``: no pool (debugging). At most
+    ``"inline"``: no pool (debugging). ``"ray"`` / :class:`~asr_distill.stages._raypool.RayTasks`: Ray
+    tasks on the connected cluster (``workers`` defaults to its CPUs), same rows. At most
     ``4 * workers`` chunks of ``chunk_size`` clips are in flight, so memory stays bounded. On a store
-    with latency to hide (``store.io_concurrency > 1``: OSS) the driver reads the objects ahead of the
-    workers (:mod:`asr_distill.stages.readahead`: ``io_concurrency`` GETs in flight, the same one GET per
-    clip, local copies removed as rows come back); the rows are the same either way.
+    with latency to hide (``store.io_concurrency > 1``: OSS) and a local executor, the driver reads the
+    objects ahead of the workers (:mod:`asr_distill.stages.readahead`: ``io_concurrency`` GETs in flight,
+    the same one GET per clip, local copies removed as rows come back); the rows are the same either way.
 
     A clip is a ``duplicate`` when a clip earlier in key order in this partition that passed every
     other rule, or an entry of ``known_hashes``, has the same ``pcm_sha256``; the first stays kept.
     """
     cfg = config or CleanConfig()
-    n_workers = workers or default_workers()
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}")
+    check_executor(executor)
+    n_workers = workers or default_workers(executor)
     known = known_hashes or {}
     seen: dict[str, str] = {}  # content hash -> key of the first passing clip here
     runner: OrderedPool[Row, Row] = OrderedPool(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asr_distill import lake as layout
-from asr_distill.stages._procpool import Executor
+from asr_distill.stages._procpool import ExecutorSpec
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.core import load_known_hashes, read_index_rows
 from asr_distill.stages.clean.writer import CleanSummary, clean_to_tables, reusable_clean
@@ -22,7 +22,7 @@ def run_clean(
     force: bool = False,
     progress: ProgressFn | None = None,
     workers: int | None = None,
-    executor: Executor = "process",
+    executor: ExecutorSpec = "process",
     cross_partition_dedup: bool = True,
 ) -> CleanSummary:
     """Decode, measure and keep, route to long-form or quarantine every clip of ``partition``'s

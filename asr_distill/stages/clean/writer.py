@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asr_distill.stages.clean.config import CleanConfig
-from asr_distill.stages.clean.core import CleanProgress, Executor, KnownHashes, Row, clean_partition
+from asr_distill.stages.clean.core import CleanProgress, ExecutorSpec, KnownHashes, Row, clean_partition
 from asr_distill.stages.clean.schema import (
     CLEAN_SCHEMA,
     FLAGS,
@@ -348,7 +348,7 @@ def clean_to_tables(
     config: CleanConfig | None = None,
     known_hashes: KnownHashes | None = None,
     workers: int | None = None,
-    executor: Executor = "process",
+    executor: ExecutorSpec = "process",
     progress: Callable[[CleanProgress], None] | None = None,
     progress_every_s: float = 10.0,
     index_sha256: str | None = None,

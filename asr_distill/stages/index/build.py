@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from asr_distill import lake as lake_layout
 from asr_distill.stages._procpool import OrderedPool, default_workers
+from asr_distill.stages._raypool import RayTasks, is_ray
 from asr_distill.stages.index.probe import Probe, probe_audio
 from asr_distill.stages.index.schema import (
     AUDIO_EXTENSIONS,
@@ -46,7 +47,7 @@ FINGERPRINT_META = b"asr_distill.listing_fingerprint"
 DURATION_BINS_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, float("inf"))
 
 
-IndexExecutor = Literal["auto", "process", "thread", "inline"]
+IndexExecutor = Literal["auto", "process", "thread", "inline", "ray"] | RayTasks
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class IndexOptions:
     ``chunk_objects`` audio objects; a listing of fewer than ``pool_min_objects`` audio objects is
     probed inline instead (starting the pool would cost more than it saves). A remote store is probed
     by a thread pool (requests wait on the network). ``"process"``, ``"thread"`` and ``"inline"`` force
-    one way; the output is byte-identical whichever is used.
+    one way; ``"ray"`` (or :class:`~asr_distill.stages._raypool.RayTasks`) probes the chunks as Ray
+    tasks on the connected cluster (``workers``: its CPUs by default). The output is byte-identical
+    whichever is used.
     """
 
     # Probe processes (local) or threads (remote). None: one process per core locally; for a remote
@@ -514,6 +517,9 @@ def iter_index_rows(
             progress(f"indexed {summary.rows} objects of {prefix!r} ({rate:,.0f} objects/s)")
 
     executor, groups = _choose_executor(raw, options, audio_groups())
+    if is_ray(executor):
+        yield from _ray_rows(raw, partition, groups, options, executor, emit)
+        return
     if executor == "thread":
         yield from _thread_rows(raw, partition, groups, options, emit)
         return
@@ -562,6 +568,36 @@ def iter_index_rows(
                 yield from emit([dict(zip(ROW_FIELDS, r, strict=True)) for r in rows])
     finally:
         starter.join()
+        pool.close()
+
+
+def _ray_rows(
+    raw: Storage,
+    partition: str,
+    groups: Iterator[Group],
+    options: IndexOptions,
+    executor: Any,
+    emit: Callable[[list[dict[str, Any]]], Iterator[dict[str, Any]]],
+) -> Iterator[dict[str, Any]]:
+    """Probe chunks of groups as Ray tasks (same chunks, order and crash rows as the process pool)."""
+    pool: OrderedPool[PackedGroup, list[tuple[Any, ...]]] = OrderedPool(
+        _probe_packed,
+        (raw, partition),
+        on_crash=lambda packed, detail: [
+            tuple(r.values()) for r in _crashed_rows(raw, partition, _unpack(packed), detail)
+        ],
+        executor=executor,
+        workers=options.workers,
+        name="index",
+    )
+    chunk = max(1, options.chunk_objects)
+    in_flight = max(2 * pool.workers, -(-options.max_in_flight // chunk))
+    chunks = ([_pack(g) for g in c] for c in _chunk_groups(groups, chunk))
+    try:
+        for results in pool.map(chunks, in_flight=in_flight):
+            for rows in results:
+                yield from emit([dict(zip(ROW_FIELDS, r, strict=True)) for r in rows])
+    finally:
         pool.close()
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asr_distill import lake as layout
-from asr_distill.stages._procpool import Executor
+from asr_distill.stages._procpool import ExecutorSpec
 from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.stages.shards.config import ShardConfig
@@ -36,7 +36,7 @@ def run_shards(
     force: bool = False,
     progress: ProgressFn | None = None,
     workers: int | None = None,
-    executor: Executor = "process",
+    executor: ExecutorSpec = "process",
 ) -> ShardSummary:
     """Shard the clean stage's kept clips of ``partition`` (audio decoded again from ``raw``) and the
     kept segments of ``segmented_audio/<p>/segments.parquet`` when it exists (audio read by byte range

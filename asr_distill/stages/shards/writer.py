@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asr_distill.lake import ShardLayout, shard_layout
-from asr_distill.stages._procpool import Executor, OrderedPool, chunked, default_workers
+from asr_distill.stages._procpool import ExecutorSpec, OrderedPool, chunked, default_workers
 from asr_distill.stages.readahead import Fetched, PrefetchedStore, ReadAhead, wants_read_ahead
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.encode import (
@@ -652,7 +652,7 @@ def write_shards(
     loader: AudioLoader | None = None,
     config: ShardConfig | None = None,
     workers: int | None = None,
-    executor: Executor = "process",
+    executor: ExecutorSpec = "process",
     chunk_size: int = 4,
     verify_existing: bool = True,
     reuse: bool = True,
@@ -676,7 +676,7 @@ def write_shards(
         if raw is None:
             raise ValueError("give either raw (the store holding the audio) or loader")
         loader = StorageAudioLoader(raw, cfg.sample_rate, cfg.resample_quality)
-    n_workers = workers or default_workers()
+    n_workers = workers or default_workers(executor)
     layout = shard_layout(partition)
     fp = cfg.fingerprint()
     start = time.monotonic()
