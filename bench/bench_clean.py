@@ -234,8 +234,8 @@ def measure(kind: str, root: Path, workers: int, out: Path) -> dict:
 PROFILE_PARTS = [
     ("decode (libsndfile read)", "soundfile.py", "_cdata_io"),
     ("resample (soxr)", "soxr/__init__.py", "resample_chunk"),
-    ("source_sha256 (hashlib.file_digest: read + hash)", "hashlib.py", "file_digest"),
-    ("pcm_sha256 + level/silence metrics (add_mono)", "metrics.py", "add_mono"),
+    ("source_blake3 (hashlib.file_digest: read + hash)", "hashlib.py", "file_digest"),
+    ("pcm_blake3 + level/silence metrics (add_mono)", "metrics.py", "add_mono"),
     ("clipping/peak metrics (add_source)", "metrics.py", "add_source"),
     ("NaN/Inf check + peak (_sanitize)", "decode.py", "_sanitize"),
     ("downmix", "decode.py", "_downmix"),

@@ -3,7 +3,7 @@
 Input columns (resolved once per table, first name present wins; see :data:`INPUT_COLUMNS`):
 ``key`` and ``partition`` (required), ``num_samples`` (16 kHz sample count; else the duration comes from
 ``decoded_duration_s`` or ``duration_s``), ``reference_text`` or ``text``, ``language``, ``speaker``,
-``pcm_sha256``. The clean stage's kept table has all of them.
+``pcm_blake3``. The clean stage's kept table has all of them.
 
 Kept segments of long recordings (``segments`` argument: rows of the segmentation stage's
 ``segments.parquet`` with ``keep`` true) are planned alike: the sample key is
@@ -50,7 +50,7 @@ INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
     "text": ("reference_text", "text"),
     "language": ("language",),
     "speaker": ("speaker",),
-    "pcm_sha256": ("pcm_sha256",),
+    "pcm_blake3": ("pcm_blake3",),
 }
 
 # Reasons a kept row gets no shard (reported in the summary; the coverage check then fails loudly).
@@ -85,7 +85,7 @@ class PlannedSample:
     text: str | None
     language: str | None
     speaker: str | None
-    pcm_sha256: str | None
+    pcm_blake3: str | None
     group: str
     # Segments of long recordings (defaults: a short clip). ``member``: (tar key, byte offset, size) of
     # the segment's FLAC member in the lake.
@@ -116,7 +116,7 @@ class PlannedSample:
                 self.text,
                 self.language,
                 self.speaker,
-                self.pcm_sha256,
+                self.pcm_blake3,
                 self.segment_key,
                 self.segment_index,
                 self.offset_s,
@@ -233,7 +233,7 @@ def _repair_neighbours(order: list[PlannedSample], window: int = REPAIR_WINDOW) 
 # Columns of a segments row the plan reads (segmentation stage's SEGMENTS_SCHEMA).
 SEGMENT_COLUMNS = (
     "partition", "segment_key", "source_key", "segment_index", "keep", "num_samples", "offset_s",
-    "pcm_sha256", "tar_key", "member_offset", "member_size", "language", "speaker",
+    "pcm_blake3", "tar_key", "member_offset", "member_size", "language", "speaker",
 )  # fmt: skip
 
 
@@ -306,7 +306,7 @@ def plan_partition(
                 text=_str_or_none(get(row, "text")),
                 language=_str_or_none(get(row, "language")),
                 speaker=speaker,
-                pcm_sha256=_str_or_none(get(row, "pcm_sha256")),
+                pcm_blake3=_str_or_none(get(row, "pcm_blake3")),
                 group=group_of(key, speaker),
             )
         )
@@ -335,7 +335,7 @@ def plan_partition(
                 text=None,
                 language=_str_or_none(seg.get("language")),
                 speaker=speaker,
-                pcm_sha256=_str_or_none(seg.get("pcm_sha256")),
+                pcm_blake3=_str_or_none(seg.get("pcm_blake3")),
                 group=f"rec:{source}",
                 segment_key=key,
                 segment_index=int(seg["segment_index"]),
