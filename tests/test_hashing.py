@@ -219,3 +219,31 @@ def test_checksum_parse_rejects_malformed_lines() -> None:
     for line in ("nothex  p", "a" * 63 + "  p", "\\" + "a" * 64 + "  bad\\tescape", "a" * 64 + "  p\ufffd"):
         with pytest.raises(ValueError):
             checksum.parse_line(line)
+
+
+def test_checksum_command_checks_a_partitions_shards(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from asr_distill.lake import shard_layout
+    from asr_distill.tableio import write_table
+
+    lake = LocalStorage(tmp_path)
+    sl = shard_layout("p")
+    keys = [sl.shard_key("bucket-00.0-05.0", i) for i in range(2)]
+    blobs = [os.urandom(5000), os.urandom(7000)]
+    for key, blob in zip(keys, blobs, strict=True):
+        lake.write_bytes(key, blob)
+    table = pa.table(
+        {
+            "shard_key": keys,
+            "blake3": [blake3(b).hexdigest() for b in blobs],
+            "size": [len(b) for b in blobs],
+        }
+    )
+    write_table(lake, sl.shards_key, table)
+    ok = _run("--shards", str(tmp_path), "p", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert [line.rsplit(": ", 1)[1] for line in ok.stdout.splitlines()] == ["OK", "OK"]
+    lake.write_bytes(keys[1], b"tampered")
+    bad = _run("--shards", str(tmp_path), "p", "--quiet", cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stdout.splitlines() == [f"{lake.url(keys[1])}: FAILED"]
