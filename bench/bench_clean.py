@@ -1,6 +1,7 @@
 """Benchmark of the clean stage against a bare soundfile + soxr decode loop (a script, not a test).
 
     .venv/bin/python bench/bench_clean.py [--n 200] [--workers 2] [--root bench/out/clean]
+                                          [--sha-ext on|off|both] [--code CHECKOUT]
 
 Writes N and 10N speech files (espeak-ng, else a synthetic speech-like signal) in a mix of formats
 (WAV 16 kHz mono, WAV 44.1 kHz stereo, FLAC 22.05 kHz, MP3 22.05 kHz), then in fresh subprocesses:
@@ -10,9 +11,16 @@ Writes N and 10N speech files (espeak-ng, else a synthetic speech-like signal) i
 * ``clean``: ``clean_to_tables`` (decode, metrics, hashes, rules, Parquet) with the process executor, and
   once with the thread executor for comparison.
 
-Prints throughput (audio seconds per wall second), the clean/bare ratio (target >= 0.8) and peak
+Prints throughput (audio seconds per wall second), the clean/bare ratio (target >= 0.85) and peak
 memory: the parent's peak RSS and the peak of the summed RSS of the whole process tree (sampled
 every 20 ms from /proc), for N and 10N files (target: flat).
+
+``--sha-ext both`` runs the same comparison twice in one run, interleaved: as the machine is, and with
+OpenSSL's SHA extensions masked in the measured processes (``OPENSSL_ia32cap=":~0x20000000"``: sha256
+then runs at the speed of a CPU without them; the script times sha256 under both settings to show the
+mask took effect). The clean stage's hashes are BLAKE3, which does not use OpenSSL, so the two ratios
+should agree (target: within 0.05). ``--sha-ext off`` measures masked only. ``--code CHECKOUT`` measures
+another checkout's ``asr_distill`` (e.g. the previous sha256 code) with this script.
 """
 
 from __future__ import annotations
@@ -37,7 +45,13 @@ import soxr
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-TARGET = 0.8  # clean/bare throughput (issue 18 raises it to 0.85 with BLAKE3 content hashes)
+TARGET = (
+    0.85  # clean/bare throughput (issue 18: BLAKE3 content hashes, the source hashed from the decoder's read)
+)
+SHA_EXT_TARGET = 0.05  # |ratio with SHA extensions masked - ratio without masking|
+# OpenSSL capability mask: bit 29 of CPUID(7).EBX (the SHA extensions) cleared; hashlib.sha256 then takes
+# OpenSSL's software path, as on a CPU without SHA extensions.
+SHA_MASK_ENV = {"OPENSSL_ia32cap": ":~0x20000000"}
 MEMORY_TARGET = 1.2  # "flat": process-tree peak RSS at 10N <= this x at N
 
 SENTENCES = [
@@ -234,7 +248,8 @@ def measure(kind: str, root: Path, workers: int, out: Path) -> dict:
 PROFILE_PARTS = [
     ("decode (libsndfile read)", "soundfile.py", "_cdata_io"),
     ("resample (soxr)", "soxr/__init__.py", "resample_chunk"),
-    ("source_blake3 (hashlib.file_digest: read + hash)", "hashlib.py", "file_digest"),
+    ("file reads + source_blake3 (HashingReader.readinto)", "hashing.py", "readinto"),
+    ("source_blake3 of bytes the decoder skipped (finish)", "hashing.py", "finish"),
     ("pcm_blake3 + level/silence metrics (add_mono)", "metrics.py", "add_mono"),
     ("clipping/peak metrics (add_source)", "metrics.py", "add_source"),
     ("NaN/Inf check + peak (_sanitize)", "decode.py", "_sanitize"),
@@ -245,7 +260,6 @@ PROFILE_PARTS = [
 def profile_clean(root: Path) -> None:
     """Where the clean stage's time goes: cProfile of ``analyze_clip`` over the corpus, in this process."""
     import cProfile
-    import hashlib
     import io as _io
     import pstats
 
@@ -275,20 +289,50 @@ def profile_clean(root: Path) -> None:
             ct for (f, _, fn), (_, _, _, ct, _) in stats.items() if fn == func and f.endswith(file_part)
         )
         print(f"  {label:<52} {cum:7.3f} s  {100 * cum / total:5.1f}%")
-    sha = sum(
-        tt for (f, _, fn), (_, _, tt, _, _) in stats.items() if "update" in fn and "_hashlib.HASH" in fn
-    )
-    print(f"  {'of which sha256 compression (both hashes)':<52} {sha:7.3f} s  {100 * sha / total:5.1f}%")
-    data = os.urandom(32 << 20)
-    t = time.process_time()
-    hashlib.sha256(data).digest()
-    print(f"  sha256 on this machine: {32 / (time.process_time() - t):.0f} MiB per CPU second")
+    b3 = sum(tt for (f, _, fn), (_, _, tt, _, _) in stats.items() if "update" in fn and "blake3" in fn)
+    print(f"  {'of which BLAKE3 compression (both hashes)':<52} {b3:7.3f} s  {100 * b3 / total:5.1f}%")
+    speeds = hash_speeds()
+    print(f"  on this machine, MiB per CPU second: {speeds}")
 
 
-def _run_sub(kind: str, root: Path, workers: int, out: Path) -> dict:
+_SPEED_CODE = """
+import hashlib, json, os, time
+from blake3 import blake3
+data = os.urandom(64 << 20)
+out = {}
+for name, fn in (("sha256", lambda: hashlib.sha256(data).digest()), ("blake3", lambda: blake3(data).digest())):
+    t = time.process_time(); fn(); out[name] = round(64 / max(time.process_time() - t, 1e-9))
+print(json.dumps(out))
+"""
+
+
+def hash_speeds() -> dict[str, dict[str, int]]:
+    """MiB per CPU second of sha256 (OpenSSL) and BLAKE3 on one core, in fresh processes, as the machine
+    is and with the SHA extensions masked (the mask is an environment variable OpenSSL reads at start)."""
+    out = {}
+    for setting, extra in (("as is", {}), ("SHA masked", SHA_MASK_ENV)):
+        res = subprocess.run(
+            [sys.executable, "-c", _SPEED_CODE],
+            env={**os.environ, **extra},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        out[setting] = json.loads(res.stdout)
+    return out
+
+
+def _run_sub(
+    kind: str, root: Path, workers: int, out: Path, masked: bool = False, code: Path | None = None
+) -> dict:
     cmd = [sys.executable, __file__, "--measure", kind, "--root", str(root), "--workers", str(workers)]
     cmd += ["--lake", str(out)]
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    if code is not None:
+        cmd += ["--code", str(code)]
+    env = {**os.environ, **(SHA_MASK_ENV if masked else {})}
+    if code is not None:  # the measured package, and every worker process it starts, import from there
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -304,10 +348,20 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="small run for `make bench`: N=60, 2 repeats, no thread executor"
     )
+    ap.add_argument(
+        "--sha-ext",
+        choices=("on", "off", "both"),
+        default="on",
+        help="OpenSSL's SHA extensions in the measured processes: as the machine has them (on), masked "
+        "(off), or both settings in one run (both: reports the difference, target <= 0.05)",
+    )
+    ap.add_argument("--code", type=Path, help="checkout whose asr_distill is measured (default: this one)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
+        if args.code is not None:
+            sys.path.insert(0, str(args.code.resolve()))
         print(json.dumps(measure(args.measure, args.root, args.workers, args.lake)))
         return
     if args.profile:
@@ -322,6 +376,14 @@ def main() -> None:
     kinds = ["bare", "clean-process", "clean-thread"]
     if args.quick:
         args.n, args.repeat, kinds = 60, 2, ["bare", "clean-process"]
+    settings = {"on": [False], "off": [True], "both": [False, True]}[args.sha_ext]
+    label = {False: "as is", True: "SHA masked"}
+    speeds = hash_speeds()
+    print(
+        f"CPU: {machine_start['cpu_model']}, SHA extensions (sha_ni): {'yes' if machine_start['sha_ni'] else 'no'};"
+        f" code: {args.code or REPO}"
+    )
+    print(f"hash speeds, MiB per CPU second on one core (fresh processes): {speeds}")
     results: list[dict] = []
     for n in (args.n, 10 * args.n):
         root = args.root / f"raw_{n}"
@@ -330,35 +392,57 @@ def main() -> None:
         print(
             f"corpus: {n} files, {audio / 3600:.2f} h of audio ({time.perf_counter() - t0:.1f} s to prepare)"
         )
-        best: dict[str, dict] = {}
+        best: dict[tuple[bool, str], dict] = {}
         for _ in range(args.repeat):  # interleaved, best of: robust against other load on the machine
+            for masked in settings:
+                for kind in kinds:
+                    r = _run_sub(kind, root, args.workers, args.root / f"lake_{n}_{kind}", masked, args.code)
+                    if (masked, kind) not in best or r["seconds"] < best[(masked, kind)]["seconds"]:
+                        best[(masked, kind)] = r
+        for masked in settings:
             for kind in kinds:
-                r = _run_sub(kind, root, args.workers, args.root / f"lake_{n}_{kind}")
-                if kind not in best or r["seconds"] < best[kind]["seconds"]:
-                    best[kind] = r
-        for kind in kinds:
-            b = best[kind]
-            b["n"] = n
-            results.append(b)
-            print(
-                f"  {kind:14s} {b['files']:6d} files {b['seconds']:7.2f} s  {b['rtf']:6.0f}x real time"
-                f"  CPU {b['cpu_s']:7.2f} s ({b['cpu_rtf']:5.0f}x per CPU-s)"
-                f"  {b['files_per_s']:7.1f} files/s  parent peak RSS {b['self_peak_rss_mb']:6.0f} MB"
-                f"  tree peak RSS {b['tree_peak_rss_mb']:6.0f} MB (largest worker {b['max_child_peak_rss_mb']:4.0f} MB)"
-            )
-    by = {(r["n"], r["kind"]): r for r in results}
+                b = best[(masked, kind)]
+                b["n"], b["sha_masked"] = n, masked
+                results.append(b)
+                print(
+                    f"  {label[masked]:10s} {kind:14s} {b['files']:6d} files {b['seconds']:7.2f} s"
+                    f"  {b['rtf']:6.0f}x real time  CPU {b['cpu_s']:7.2f} s ({b['cpu_rtf']:5.0f}x per CPU-s)"
+                    f"  {b['files_per_s']:7.1f} files/s  parent peak RSS {b['self_peak_rss_mb']:6.0f} MB"
+                    f"  tree peak RSS {b['tree_peak_rss_mb']:6.0f} MB (largest worker {b['max_child_peak_rss_mb']:4.0f} MB)"
+                )
+    by = {(r["n"], r["sha_masked"], r["kind"]): r for r in results}
+
+    def ratio(n: int, masked: bool, kind: str = "clean-process", per_cpu: bool = False) -> float:
+        key = "cpu_rtf" if per_cpu else "rtf"
+        return by[(n, masked, kind)][key] / by[(n, masked, "bare")][key]
+
     print(f"\nworkers: {args.workers}")
-    for n in (args.n, 10 * args.n):
-        ratio = by[(n, "clean-process")]["rtf"] / by[(n, "bare")]["rtf"]
-        cpu_ratio = by[(n, "clean-process")]["cpu_rtf"] / by[(n, "bare")]["cpu_rtf"]
-        print(
-            f"N={n:6d}: clean/bare throughput ratio {ratio:.2f} (target >= 0.8); "
-            f"per CPU-second {cpu_ratio:.2f}"
-        )
-    for n in (args.n, 10 * args.n) if "clean-thread" in kinds else ():
-        thread_ratio = by[(n, "clean-thread")]["rtf"] / by[(n, "clean-process")]["rtf"]
-        print(f"N={n:6d}: thread executor / process executor throughput {thread_ratio:.2f}")
-    small, large = by[(args.n, "clean-process")], by[(10 * args.n, "clean-process")]
+    for masked in settings:
+        for n in (args.n, 10 * args.n):
+            print(
+                f"{label[masked]:10s} N={n:6d}: clean/bare throughput ratio {ratio(n, masked):.2f} "
+                f"(target >= {TARGET}); per CPU-second {ratio(n, masked, per_cpu=True):.2f}"
+            )
+    if len(settings) == 2:
+        for n in (args.n, 10 * args.n):
+            d, dc = (
+                ratio(n, True) - ratio(n, False),
+                ratio(n, True, per_cpu=True) - ratio(n, False, per_cpu=True),
+            )
+            print(
+                f"N={n:6d}: SHA masked - as is: {d:+.3f} (per CPU-second {dc:+.3f}; target within {SHA_EXT_TARGET})"
+            )
+    for masked in settings:
+        for n in (args.n, 10 * args.n) if "clean-thread" in kinds else ():
+            thread_ratio = by[(n, masked, "clean-thread")]["rtf"] / by[(n, masked, "clean-process")]["rtf"]
+            print(
+                f"{label[masked]:10s} N={n:6d}: thread executor / process executor throughput {thread_ratio:.2f}"
+            )
+    main_setting = settings[0]
+    small, large = (
+        by[(args.n, main_setting, "clean-process")],
+        by[(10 * args.n, main_setting, "clean-process")],
+    )
     print(
         f"peak RSS, clean: parent {small['self_peak_rss_mb']:.0f} -> {large['self_peak_rss_mb']:.0f} MB, "
         f"process tree {small['tree_peak_rss_mb']:.0f} -> {large['tree_peak_rss_mb']:.0f} MB "
@@ -369,18 +453,32 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=2))
     print(f"results: {out}")
     big_n = 10 * args.n
-    ratio = by[(big_n, "clean-process")]["rtf"] / by[(big_n, "bare")]["rtf"]
-    cpu_ratio = by[(big_n, "clean-process")]["cpu_rtf"] / by[(big_n, "bare")]["cpu_rtf"]
     mem_ratio = large["tree_peak_rss_mb"] / small["tree_peak_rss_mb"]
+    cpu_note = f"{machine_start['cpu_model']}, sha_ni {'yes' if machine_start['sha_ni'] else 'no'}"
     rows = [
         row(
-            "clean / bare decode+resample",
-            ratio,
+            f"clean / bare decode+resample ({label[masked]})",
+            ratio(big_n, masked),
             f">= {TARGET}",
-            ratio >= TARGET,
-            f"N={big_n}, {args.workers} workers, best of {args.repeat}; per CPU second {cpu_ratio:.2f}; "
-            f"N={args.n}: {by[(args.n, 'clean-process')]['rtf'] / by[(args.n, 'bare')]['rtf']:.2f}",
-        ),
+            ratio(big_n, masked) >= TARGET,
+            f"N={big_n}, {args.workers} workers, best of {args.repeat}; per CPU second "
+            f"{ratio(big_n, masked, per_cpu=True):.2f}; N={args.n}: {ratio(args.n, masked):.2f}; {cpu_note}",
+        )
+        for masked in settings
+    ]
+    if len(settings) == 2:
+        diff = ratio(big_n, True) - ratio(big_n, False)
+        rows.append(
+            row(
+                "clean/bare: SHA extensions masked - as is",
+                diff,
+                f"within +-{SHA_EXT_TARGET}",
+                abs(diff) <= SHA_EXT_TARGET,
+                f"N={big_n}; sha256 {speeds['as is']['sha256']} -> {speeds['SHA masked']['sha256']} MiB/s, "
+                f"BLAKE3 {speeds['as is']['blake3']} -> {speeds['SHA masked']['blake3']} MiB/s; {cpu_note}",
+            )
+        )
+    rows += [
         row(
             "clean peak RSS 10N / N (process tree)",
             mem_ratio,
@@ -395,7 +493,7 @@ def main() -> None:
             "report",
             None,
             f"process tree CPU over {large['files']} files, {large['audio_s'] / large['files']:.1f} s clips; "
-            f"bare loop {3600 * by[(big_n, 'bare')]['cpu_s'] / by[(big_n, 'bare')]['audio_s']:.1f}",
+            f"bare loop {3600 * by[(big_n, main_setting, 'bare')]['cpu_s'] / by[(big_n, main_setting, 'bare')]['audio_s']:.1f}",
         ),
     ]
     write_result(
@@ -403,7 +501,7 @@ def main() -> None:
         rows,
         quick=args.quick,
         machine_start=machine_start,
-        extra={"detail_file": str(out), "results": results},
+        extra={"detail_file": str(out), "results": results, "hash_speeds": speeds, "sha_ext": args.sha_ext},
     )
 
 
