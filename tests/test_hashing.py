@@ -247,3 +247,21 @@ def test_checksum_command_checks_a_partitions_shards(tmp_path: Path) -> None:
     lake.write_bytes(keys[1], b"tampered")
     bad = _run("--shards", str(tmp_path), "p", "--quiet", cwd=tmp_path)
     assert bad.returncode == 1 and bad.stdout.splitlines() == [f"{lake.url(keys[1])}: FAILED"]
+
+
+def test_tables_from_before_blake3_fail_with_a_clear_message() -> None:
+    import pyarrow as pa
+
+    from asr_distill.stages.segment.core import _tasks
+    from asr_distill.stages.shards import ShardConfig
+    from asr_distill.stages.shards.plan import ShardPlanError, plan_partition
+
+    old = pa.table(
+        {"key": ["p/a.wav"], "partition": ["p"], "num_samples": [16_000], "pcm_sha256": ["0" * 64]}
+    )
+    with pytest.raises(ShardPlanError, match="predates BLAKE3"):
+        plan_partition(old, "p", ShardConfig())
+    with pytest.raises(ShardPlanError, match="predates BLAKE3"):
+        plan_partition(old.to_pylist(), "p", ShardConfig())
+    with pytest.raises(ValueError, match="predates BLAKE3"):  # the check comes before the fingerprint is used
+        list(_tasks(old.to_pylist(), "p", None, None, {}))  # type: ignore[arg-type]

@@ -211,6 +211,11 @@ def _tasks(
     for src in rows:
         row = dict(src)
         key = str(row["key"])
+        if "pcm_sha256" in row and "pcm_blake3" not in row:
+            raise ValueError(
+                "the long-form table predates BLAKE3 content hashes (pcm_sha256, not pcm_blake3): "
+                "materialise cleaned_audio for the partition again"
+            )
         if last is not None and key <= last:
             raise ValueError(f"long-form rows must be sorted by key without repeats: {key!r} after {last!r}")
         last = key

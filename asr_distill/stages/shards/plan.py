@@ -146,8 +146,16 @@ class PartitionPlan:
         return sum(len(b.samples) for b in self.buckets)
 
 
+STALE_HASHES = (
+    "predates BLAKE3 content hashes (it has pcm_sha256, not pcm_blake3): materialise cleaned_audio "
+    "(and segmented_audio) for the partition again"
+)
+
+
 def _resolve(names: Iterable[str]) -> dict[str, str | None]:
     present = set(names)
+    if "pcm_sha256" in present and "pcm_blake3" not in present:
+        raise ShardPlanError(f"the kept table {STALE_HASHES}")
     out: dict[str, str | None] = {}
     for norm, candidates in INPUT_COLUMNS.items():
         out[norm] = next((c for c in candidates if c in present), None)
@@ -354,6 +362,8 @@ def _iter_segments(segments: pa.Table | Iterable[Mapping[str, Any]] | None) -> I
         return
     if isinstance(segments, pa.Table):
         missing = [c for c in SEGMENT_COLUMNS if c not in segments.column_names]
+        if "pcm_blake3" in missing and "pcm_sha256" in segments.column_names:
+            raise ShardPlanError(f"the segments table {STALE_HASHES}")
         if missing:
             raise ShardPlanError(f"segment rows lack the columns {missing}")
         for batch in segments.select(list(SEGMENT_COLUMNS)).to_batches(max_chunksize=8192):
