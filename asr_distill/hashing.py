@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 ALGORITHM = "blake3"
 HEX_CHARS = 64  # 32-byte digest, as hex
 CHUNK = 1 << 20  # bytes per read when hashing a whole file
+# Buffer between a decoder and a HashingReader: libsndfile reads MP3 ~100 bytes at a time, so without it
+# every small read would run HashingReader.readinto in Python (measured: ~20% more CPU in the clean stage).
+DECODER_BUFFER = 1 << 16
 
 
 def new() -> blake3:
@@ -152,6 +155,10 @@ class HashingReader(io.RawIOBase):
             self._pos = end
             self.raw_bytes += n
         return n
+
+    def buffered(self, size: int = DECODER_BUFFER) -> io.BufferedReader:
+        """This reader behind a read buffer: what to hand a decoder that makes many small reads."""
+        return io.BufferedReader(self, size)
 
     def finish(self) -> str:
         """BLAKE3 of the whole file: hashes the bytes the consumer did not read in order, then returns

@@ -120,7 +120,7 @@ def analyze_clip(row: Mapping[str, Any], store: Storage, cfg: CleanConfig) -> Ro
                     source = HashingReader(raw)
                     try:
                         if not probe_failed:
-                            all_zero = _measure(source, row, cfg, out)
+                            all_zero = _measure(source.buffered(), row, cfg, out)
                     finally:
                         out["source_blake3"] = source.finish()
     except ObjectChangedError as exc:

@@ -284,7 +284,7 @@ def segment_recording(
             t_vad = time.perf_counter()
             failed: DecodeError | None = None
             try:
-                fv, pcm_hash = _decode_and_vad(source, row, cfg, spill)
+                fv, pcm_hash = _decode_and_vad(source.buffered(), row, cfg, spill)
             except DecodeError as exc:
                 failed = exc
             rec["source_blake3"] = source.finish()
