@@ -1,7 +1,7 @@
 """Benchmark of the clean stage against a bare soundfile + soxr decode loop (a script, not a test).
 
     .venv/bin/python bench/bench_clean.py [--n 200] [--workers 2] [--root bench/out/clean]
-                                          [--sha-ext on|off|both] [--code CHECKOUT]
+                                          [--sha-ext on|off|both]
 
 Writes N and 10N speech files (espeak-ng, else a synthetic speech-like signal) in a mix of formats
 (WAV 16 kHz mono, WAV 44.1 kHz stereo, FLAC 22.05 kHz, MP3 22.05 kHz), then in fresh subprocesses:
@@ -19,8 +19,8 @@ every 20 ms from /proc), for N and 10N files (target: flat).
 OpenSSL's SHA extensions masked in the measured processes (``OPENSSL_ia32cap=":~0x20000000"``: sha256
 then runs at the speed of a CPU without them; the script times sha256 under both settings to show the
 mask took effect). The clean stage's hashes are BLAKE3, which does not use OpenSSL, so the two ratios
-should agree (target: within 0.05). ``--sha-ext off`` measures masked only. ``--code CHECKOUT`` measures
-another checkout's ``asr_distill`` (e.g. the previous sha256 code) with this script.
+should agree (target: within 0.05). ``--sha-ext off`` measures masked only (the mask is an environment
+variable, so ``OPENSSL_ia32cap=":~0x20000000"`` in front of an older checkout's script does the same).
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ import soxr
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-TARGET = (
-    0.85  # clean/bare throughput (issue 18: BLAKE3 content hashes, the source hashed from the decoder's read)
-)
+# clean/bare throughput (issue 18: BLAKE3 content hashes, the source hashed from the decoder's own read)
+TARGET = 0.85
 SHA_EXT_TARGET = 0.05  # |ratio with SHA extensions masked - ratio without masking|
 # OpenSSL capability mask: bit 29 of CPUID(7).EBX (the SHA extensions) cleared; hashlib.sha256 then takes
 # OpenSSL's software path, as on a CPU without SHA extensions.
@@ -322,16 +321,10 @@ def hash_speeds() -> dict[str, dict[str, int]]:
     return out
 
 
-def _run_sub(
-    kind: str, root: Path, workers: int, out: Path, masked: bool = False, code: Path | None = None
-) -> dict:
+def _run_sub(kind: str, root: Path, workers: int, out: Path, masked: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--measure", kind, "--root", str(root), "--workers", str(workers)]
     cmd += ["--lake", str(out)]
-    if code is not None:
-        cmd += ["--code", str(code)]
     env = {**os.environ, **(SHA_MASK_ENV if masked else {})}
-    if code is not None:  # the measured package, and every worker process it starts, import from there
-        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -355,13 +348,10 @@ def main() -> None:
         help="OpenSSL's SHA extensions in the measured processes: as the machine has them (on), masked "
         "(off), or both settings in one run (both: reports the difference, target <= 0.05)",
     )
-    ap.add_argument("--code", type=Path, help="checkout whose asr_distill is measured (default: this one)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        if args.code is not None:
-            sys.path.insert(0, str(args.code.resolve()))
         print(json.dumps(measure(args.measure, args.root, args.workers, args.lake)))
         return
     if args.profile:
@@ -381,7 +371,7 @@ def main() -> None:
     speeds = hash_speeds()
     print(
         f"CPU: {machine_start['cpu_model']}, SHA extensions (sha_ni): {'yes' if machine_start['sha_ni'] else 'no'};"
-        f" code: {args.code or REPO}"
+        f" code: {REPO}"
     )
     print(f"hash speeds, MiB per CPU second on one core (fresh processes): {speeds}")
     results: list[dict] = []
@@ -396,7 +386,7 @@ def main() -> None:
         for _ in range(args.repeat):  # interleaved, best of: robust against other load on the machine
             for masked in settings:
                 for kind in kinds:
-                    r = _run_sub(kind, root, args.workers, args.root / f"lake_{n}_{kind}", masked, args.code)
+                    r = _run_sub(kind, root, args.workers, args.root / f"lake_{n}_{kind}", masked)
                     if (masked, kind) not in best or r["seconds"] < best[(masked, kind)]["seconds"]:
                         best[(masked, kind)] = r
         for masked in settings:
