@@ -270,3 +270,21 @@ def test_tables_from_before_blake3_fail_with_a_clear_message() -> None:
         plan_partition(old.to_pylist(), "p", ShardConfig())
     with pytest.raises(ValueError, match="predates BLAKE3"):  # the check comes before the fingerprint is used
         list(_tasks(old.to_pylist(), "p", None, None, {}))  # type: ignore[arg-type]
+
+
+def test_other_partitions_tables_from_before_blake3_are_skipped_and_named(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from asr_distill.stages.clean import load_known_hashes
+    from asr_distill.tableio import write_table
+
+    lake = LocalStorage(tmp_path)
+    write_table(
+        lake, "old/kept.parquet", pa.table({"partition": ["a"], "key": ["a/x.wav"], "pcm_sha256": ["1" * 64]})
+    )
+    write_table(
+        lake, "new/kept.parquet", pa.table({"partition": ["b"], "key": ["b/y.wav"], "pcm_blake3": ["2" * 64]})
+    )
+    stale: list[str] = []
+    known = load_known_hashes(lake, ["old/kept.parquet", "new/kept.parquet"], stale)
+    assert known == {"2" * 64: ("b", "b/y.wav")} and stale == ["old/kept.parquet"]
