@@ -16,7 +16,7 @@ same key functions).
     segmented_audio/<p>/tars/<recording name>.tar       a recording's kept segments as FLAC members
     webdataset_shards/<p>/bucket-02.0-04.0/shard-000000.tar   the shards (6-digit sequence per bucket)
     webdataset_shards/<p>/index.parquet                 one row per sample: member offsets and sizes
-    webdataset_shards/<p>/shards.parquet                one row per shard: size, sha256, counts
+    webdataset_shards/<p>/shards.parquet                one row per shard: size, blake3 (b3sum), counts
     webdataset_shards/<p>/wids.json                     wids shard index, URLs relative to it
     webdataset_shards/<p>/_commits/bucket-.../shard-000000.json   per-shard commit record
     teacher_labels/<p>/<version>/<bucket>/shard-000000.parquet     one labels table per shard

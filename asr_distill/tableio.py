@@ -2,47 +2,25 @@
 writes Parquet tables and JSON records in a store, and hashes objects.
 
 * Parquet: :func:`read_table` (optionally some columns), :func:`read_table_bytes` (the table and the
-  object's sha256, read once), :func:`read_parquet_metadata` (key-value metadata of the footer only),
+  object's BLAKE3 checksum, read once), :func:`read_parquet_metadata` (key-value metadata of the footer only),
   :func:`write_table` (atomic: staged locally, then published).
 * JSON records: :func:`read_json` (None when absent), :func:`write_json` (canonical: sorted keys, one
   space of indent; every record of the lake is written this way).
-* sha256: :func:`sha256_hex` (bytes), :func:`path_sha256` (a local file), :func:`object_sha256` (an
-  object of a store, streamed).
+
+Checksums and content hashes have their own owner: :mod:`asr_distill.hashing` (BLAKE3).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asr_distill.hashing import bytes_hex
 from asr_distill.storage import ObjectNotFoundError, Storage, StorageError
-
-
-# -- sha256 -----------------------------------------------------------------------------------------
-def sha256_hex(data: bytes) -> str:
-    """sha256 of ``data`` as 64 hex digits."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def path_sha256(path: str | Path) -> str:
-    """sha256 of a local file, streamed."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def object_sha256(store: Storage, key: str) -> str:
-    """sha256 of an object of ``store``, streamed."""
-    h = hashlib.sha256()
-    with store.open_read(key) as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- Parquet ----------------------------------------------------------------------------------------
@@ -58,10 +36,10 @@ def read_table(store: Storage, key: str, columns: list[str] | None = None) -> pa
 
 
 def read_table_bytes(store: Storage, key: str, columns: list[str] | None = None) -> tuple[pa.Table, str]:
-    """(table, sha256 of the object's bytes), the object read once. Errors as :func:`read_table`;
+    """(table, BLAKE3 of the object's bytes), the object read once. Errors as :func:`read_table`;
     ``pa.ArrowInvalid`` / ``KeyError`` for a file that is not Parquet or lacks a column."""
     data = store.read_bytes(key)
-    return pq.read_table(io.BytesIO(data), columns=columns), sha256_hex(data)
+    return pq.read_table(io.BytesIO(data), columns=columns), bytes_hex(data)
 
 
 def read_parquet_metadata(store: Storage, key: str) -> dict[bytes, bytes] | None:

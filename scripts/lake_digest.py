@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Digest every file of a lake, or compare two digests: the proof that a change altered no output.
 
-    python scripts/lake_digest.py LAKE_DIR > before.sha256      # one line per file: sha256, two spaces, path
+    python scripts/lake_digest.py LAKE_DIR > before.b3      # one line per file: BLAKE3, two spaces, path
     ...change the code, run `make demo` again with the same ASR_DISTILL_RAW and ASR_DISTILL_LAKE...
-    python scripts/lake_digest.py LAKE_DIR > after.sha256
-    python scripts/lake_digest.py --compare before.sha256 after.sha256
+    python scripts/lake_digest.py LAKE_DIR > after.b3
+    python scripts/lake_digest.py --compare before.b3 after.b3
+
+Lines are the project's file checksum (:mod:`asr_distill.hashing`, BLAKE3) in ``b3sum``'s format, so
+``cd LAKE_DIR && b3sum --check before.b3`` checks a lake too. Compare digests made by the same version of
+this script (before BLAKE3 it wrote sha256).
 
 The listing is sorted by path, so two digests of identical lakes are identical files. The comparison
 prints every added, removed and changed file and exits 1 when there is any. Manifests record absolute
@@ -15,29 +19,20 @@ lake paths, so compare lakes written at the same path (run both `make demo`s wit
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
 
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+from asr_distill.hashing import path_hex
 
 
 def digest(root: Path) -> list[tuple[str, str]]:
-    """(relative path, sha256) of every regular file below ``root``, sorted by path."""
+    """(relative path, BLAKE3) of every regular file below ``root``, sorted by path."""
     out = []
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             p = Path(dirpath) / name
-            out.append((p.relative_to(root).as_posix(), file_sha256(p)))
+            out.append((p.relative_to(root).as_posix(), path_hex(p)))
     return sorted(out)
 
 

@@ -55,7 +55,7 @@ def long_form_rows(raw: LocalStorage, keys: list[str], speakers: dict[str, str] 
         part = key.split("/", 1)[0]
         index_row: dict[str, Any] = {"partition": part, "key": key, "extension": key.rsplit(".", 1)[-1]}
         row = analyze_clip({**index_row, "text": None}, raw, CleanConfig())
-        assert not row["reasons"] and row["pcm_sha256"] and row["decoded_duration_s"] > 30, row
+        assert not row["reasons"] and row["pcm_blake3"] and row["decoded_duration_s"] > 30, row
         if speakers and key in speakers:
             row["speaker"] = speakers[key]
         rows.append(row)

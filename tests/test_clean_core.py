@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from blake3 import blake3
 
 from asr_distill.audio import decode
 from asr_distill.stages.clean import (
@@ -121,14 +122,14 @@ def test_clean_speech_is_kept_with_sane_metrics(raw: LocalStorage, speech: tuple
     assert out["clipped_fraction"] == 0.0 and out["non_finite_samples"] == 0
     assert 1 < out["chars_per_second"] < 25
     assert out["ctc_frames"] > out["label_tokens"] + out["label_repeats"]
-    assert out["source_sha256"] == hashlib.sha256((raw.root / "ok.wav").read_bytes()).hexdigest()
-    expected = hashlib.sha256(pcm16(decode(raw.root / "ok.wav").samples).tobytes()).hexdigest()
-    assert out["pcm_sha256"] == expected
+    assert out["source_blake3"] == blake3((raw.root / "ok.wav").read_bytes()).hexdigest()
+    expected = blake3(pcm16(decode(raw.root / "ok.wav").samples).tobytes()).hexdigest()
+    assert out["pcm_blake3"] == expected
     # a 16-bit 16 kHz mono source hashes exactly its own PCM samples
     pcm = (np.clip(x[:16_000], -1, 1) * 32767).astype(np.int16)
     _put(raw, "pcm16k.wav", pcm, 16_000)
-    direct = hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest()
-    assert _clean_one(raw, _row("pcm16k.wav"))["pcm_sha256"] == direct
+    direct = blake3(pcm.astype("<i2").tobytes()).hexdigest()
+    assert _clean_one(raw, _row("pcm16k.wav"))["pcm_blake3"] == direct
 
 
 def test_silence_metrics_measure_padding(raw: LocalStorage, speech: tuple[np.ndarray, int]) -> None:
@@ -197,7 +198,7 @@ def test_mono_metrics_do_not_depend_on_block_size(speech: tuple[np.ndarray, int]
             a.add_mono(y[i : i + block])
         results.append(a.result(16_000))
     first = results[0]
-    assert first["pcm_sha256"] == hashlib.sha256(pcm16(y).tobytes()).hexdigest()
+    assert first["pcm_blake3"] == blake3(pcm16(y).tobytes()).hexdigest()
     assert first["leading_silence_s"] >= 0.5 and first["trailing_silence_s"] >= 1234 / 16_000
     for r in results[1:]:
         assert {k: v for k, v in r.items() if k != "rms_dbfs"} == {
@@ -269,7 +270,7 @@ def test_decode_failed_and_probe_failed(raw: LocalStorage, speech: tuple[np.ndar
     raw.write_bytes("text.wav", b"not audio, just words\n" * 10)
     out = _clean_one(raw, _row("text.wav"))
     assert out["reasons"] == ["decode_failed"] and out["decode_error"] == "unrecognised_format"
-    assert out["pcm_sha256"] is None and out["source_sha256"] is not None
+    assert out["pcm_blake3"] is None and out["source_blake3"] is not None
     missing = _clean_one(raw, _row("gone.wav"))
     assert missing["reasons"] == ["decode_failed"] and missing["decode_error"] == "read_error"
     # probe failures are not decoded again
@@ -277,7 +278,7 @@ def test_decode_failed_and_probe_failed(raw: LocalStorage, speech: tuple[np.ndar
     _put(raw, "ok.wav", x, rate)
     probed = _clean_one(raw, _row("ok.wav", probe_error="malformed_header"))
     assert probed["reasons"] == ["probe_failed"] and probed["decoder"] is None
-    assert probed["source_sha256"] is not None
+    assert probed["source_blake3"] is not None
 
 
 def test_m4a_is_cleaned_through_pyav(raw: LocalStorage, speech: tuple[np.ndarray, int]) -> None:
@@ -370,7 +371,7 @@ def test_duplicates_within_a_partition_keep_the_first_passing_clip(
         _row("p/d.wav"),
     ]
     out = {r["key"]: r for b in clean_partition(rows, raw, CFG, executor="inline") for r in b}
-    assert out["p/a.wav"]["pcm_sha256"] == out["p/b.flac"]["pcm_sha256"] == out["p/c.wav"]["pcm_sha256"]
+    assert out["p/a.wav"]["pcm_blake3"] == out["p/b.flac"]["pcm_blake3"] == out["p/c.wav"]["pcm_blake3"]
     assert out["p/a.wav"]["reasons"] == ["empty_text"] and out["p/a.wav"]["duplicate_of"] is None
     assert out["p/b.flac"]["keep"]
     assert out["p/c.wav"]["reasons"] == ["duplicate"]
@@ -563,7 +564,7 @@ def test_outputs_are_deterministic_across_executors(
     for i in range(0, len(y), 777):
         a.add_mono(y[i : i + 777])
     k = pq.read_table(lake.root / "r0/k.parquet").to_pylist()[0]
-    assert a.result(16_000)["pcm_sha256"] == k["pcm_sha256"]
+    assert a.result(16_000)["pcm_blake3"] == k["pcm_blake3"]
 
 
 def test_failed_run_writes_nothing(tmp_path: Path, raw: LocalStorage) -> None:

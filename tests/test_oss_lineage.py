@@ -227,7 +227,7 @@ def lake_objects(store: Storage) -> dict[str, bytes]:
             record = json.loads(data)
             for entry in record.get("files", []):
                 if LOCATION_FILES.match(entry["key"]):
-                    entry.pop("sha256", None)
+                    entry.pop("blake3", None)
                     entry.pop("size", None)
             data = json.dumps(record, sort_keys=True).encode()
         out[o.key] = data

@@ -216,7 +216,7 @@ def test_a_local_object_rewritten_between_index_and_clean_is_quarantined(tmp_pat
     assert q["key"] == "p/a.wav" and q["reasons"] == ["changed_since_index"]
     assert "mtime" in q["decode_detail"]
     # No measurement of the new bytes beside the index's facts about the old ones.
-    assert q["pcm_sha256"] is None and q["source_sha256"] is None and q["decoded_duration_s"] is None
+    assert q["pcm_blake3"] is None and q["source_blake3"] is None and q["decoded_duration_s"] is None
     # Re-indexing picks the new version up; the clean after it keeps it.
     run_index(raw, lake, P, INLINE)
     assert run_clean(raw, lake, P, CleanConfig(min_duration_s=0.1), executor="inline").kept == 2

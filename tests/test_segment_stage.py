@@ -4,7 +4,6 @@ statuses, exact accounting, tar members by byte range, determinism, re-use, bloc
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import tarfile
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from blake3 import blake3
 
 from asr_distill import lake as L
 from asr_distill.audio.decode import decode
@@ -53,13 +53,13 @@ def corpus(
     for t in truths.values():
         text = t.transcript if t.kind == "dialogue" else None
         row = analyze_clip(_index_row(f"{PART}/{t.name}", text), raw, CleanConfig())
-        assert not row["reasons"] and row["decoded_duration_s"] > 30 and row["pcm_sha256"], row
+        assert not row["reasons"] and row["decoded_duration_s"] > 30 and row["pcm_blake3"], row
         rows.append(row)
     # corrupt: the bytes clean hashed are not audio any more readable (cut inside the FLAC frames)
     good = (root / PART / "just_over_30s.flac").read_bytes()
     corrupt = good[:200] + bytes(64) + good[200:4000]
     (root / PART / "corrupt.flac").write_bytes(corrupt)
-    rows.append({**_index_row(f"{PART}/corrupt.flac"), "source_sha256": hashlib.sha256(corrupt).hexdigest()})
+    rows.append({**_index_row(f"{PART}/corrupt.flac"), "source_blake3": blake3(corrupt).hexdigest()})
     # changed since clean: the row's hashes are the monologue's, the bytes now differ
     mono = next(r for r in rows if r["key"].endswith("monologue.wav"))
     (root / PART / "zz_changed.wav").write_bytes((root / PART / "monologue.wav").read_bytes()[:-3200])
@@ -117,10 +117,10 @@ def test_statuses_and_recording_rows(corpus, first_run) -> None:
     for name in ("dialogue.flac", "just_over_30s.flac", "monologue.wav", "noise_only.wav"):
         rec, row = recs[name], by_key[f"{PART}/{name}"]
         # decoded once by the VAD path, the same content the clean stage hashed
-        assert (rec["n_samples"], rec["pcm_sha256"], rec["source_sha256"]) == (
+        assert (rec["n_samples"], rec["pcm_blake3"], rec["source_blake3"]) == (
             row["num_samples"],
-            row["pcm_sha256"],
-            row["source_sha256"],
+            row["pcm_blake3"],
+            row["source_blake3"],
         )
         assert len(rec["fingerprint"]) == 16 and rec["vad_model_sha256"] and rec["onnxruntime_version"]
     assert recs["dialogue.flac"]["reference_text"] == truths["dialogue"].transcript
@@ -189,7 +189,7 @@ def test_members_read_by_byte_range_are_the_recording_samples(corpus, first_run)
         for s in mine:
             assert members[s["member_name"]] == (s["member_offset"], s["member_size"], 0)
             pcm = member_pcm(read_member(lake, s))
-            assert hashlib.sha256(pcm.tobytes()).hexdigest() == s["pcm_sha256"]
+            assert blake3(pcm.tobytes()).hexdigest() == s["pcm_blake3"]
             np.testing.assert_array_equal(pcm, pcm_all[s["start_sample"] : s["end_sample"]])
 
 

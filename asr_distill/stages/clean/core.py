@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import pyarrow as pa
 
 from asr_distill.audio.decode import PYAV_FIRST, DecodeError, open_decoder
+from asr_distill.hashing import HashingReader
 from asr_distill.language import primary_language
 from asr_distill.stages._procpool import ExecutorSpec, OrderedPool, check_executor, default_workers
 from asr_distill.stages.clean.config import CleanConfig
@@ -24,7 +27,7 @@ from asr_distill.stages.clean.metrics import SignalAnalyzer, feature_frames, sub
 from asr_distill.stages.clean.schema import CLEAN_COLUMNS, INDEX_COLUMNS, REASONS, RECORDING_REASONS
 from asr_distill.stages.readahead import Fetched, PrefetchedStore, ReadAhead, wants_read_ahead
 from asr_distill.storage import ObjectChangedError, ObjectInfo, Storage
-from asr_distill.tableio import path_sha256, read_table
+from asr_distill.tableio import read_table
 
 Row = dict[str, Any]
 # content hash -> (partition, key) of the clip kept with that content
@@ -41,13 +44,13 @@ def _format_hint(row: Mapping[str, Any]) -> str:
     return str(row.get("extension") or Path(str(row["key"])).suffix.lstrip(".")).lower()
 
 
-def _measure(path: Path, row: Mapping[str, Any], cfg: CleanConfig, out: Row) -> bool:
-    """Decode ``path`` and fill the audio metrics of ``out`` (raises DecodeError).
+def _measure(source: BinaryIO, row: Mapping[str, Any], cfg: CleanConfig, out: Row) -> bool:
+    """Decode ``source`` and fill the audio metrics of ``out`` (raises DecodeError).
 
     Returns whether every decoded sample was exactly zero (digital silence).
     """
     with open_decoder(
-        path, format_hint=_format_hint(row), target_rate=cfg.target_rate, quality=cfg.resample_quality
+        source, format_hint=_format_hint(row), target_rate=cfg.target_rate, quality=cfg.resample_quality
     ) as dec:
         out["decoder"] = dec.backend
         analyzer = SignalAnalyzer(cfg, dec.channels, dec.full_scale)
@@ -110,19 +113,24 @@ def analyze_clip(row: Mapping[str, Any], store: Storage, cfg: CleanConfig) -> Ro
     try:
         if row.get("probe_error") == "unaddressable_key":
             raise DecodeError("read_error", "the object's name cannot be addressed (see probe_detail)")
-        # The bytes measured and the version compared come from the same read (one request on OSS).
+        # The bytes measured and the version compared come from the same read (one request on OSS), and
+        # the source hash is taken from the decoder's own read of the copy (no second read of the file).
         with store.versioned_copy(key, suffix=Path(key).suffix) as (path, info):
             changed = version_difference(row, info)
             if changed is None:
-                out["source_sha256"] = path_sha256(path)
-                if not probe_failed:
-                    all_zero = _measure(path, row, cfg, out)
+                with open(path, "rb", buffering=0) as raw:
+                    source = HashingReader(raw)
+                    try:
+                        if not probe_failed:
+                            all_zero = _measure(source.buffered(), row, cfg, out)
+                    finally:
+                        out["source_blake3"] = source.finish()
     except ObjectChangedError as exc:
         changed = str(exc)
     except DecodeError as exc:
         out["decode_error"], out["decode_detail"] = exc.reason_code, exc.detail
     except Exception as exc:  # storage failures, or a bug: one row with a reason, never a crashed run
-        code = "internal_error" if out["source_sha256"] else "read_error"
+        code = "internal_error" if out["source_blake3"] else "read_error"
         out["decode_error"], out["decode_detail"] = code, f"{type(exc).__name__}: {exc}"
     if changed is not None:
         # Never a row mixing the index's facts about one version with measurements of another.
@@ -319,7 +327,7 @@ def clean_partition(
     the same one GET per clip, local copies removed as rows come back); the rows are the same either way.
 
     A clip is a ``duplicate`` when a clip earlier in key order in this partition that passed every
-    other rule, or an entry of ``known_hashes``, has the same ``pcm_sha256``; the first stays kept.
+    other rule, or an entry of ``known_hashes``, has the same ``pcm_blake3``; the first stays kept.
     """
     cfg = config or CleanConfig()
     check_executor(executor)
@@ -400,7 +408,7 @@ def _clean_results(
 
 
 def _dedup(out: Row, cfg: CleanConfig, known: KnownHashes, seen: dict[str, str]) -> None:
-    digest = out["pcm_sha256"]
+    digest = out["pcm_blake3"]
     if not cfg.dedup or not digest:
         return
     ref = known.get(digest)
@@ -427,17 +435,28 @@ def read_index_rows(store: Storage, key: str, *, batch_rows: int = 10_000) -> It
         yield from rb.to_pylist()
 
 
-def load_known_hashes(lake: Storage, kept_keys: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """``pcm_sha256 -> (partition, key)`` from kept tables of partitions cleaned before.
+def load_known_hashes(
+    lake: Storage, kept_keys: Iterable[str], stale: list[str] | None = None
+) -> dict[str, tuple[str, str]]:
+    """``pcm_blake3 -> (partition, key)`` from kept tables of partitions cleaned before.
 
     Tables are read in the order given; within and across them the first (partition, key) in sorted
-    order wins, so the result does not depend on the order of ``kept_keys``.
+    order wins, so the result does not depend on the order of ``kept_keys``. A table written before
+    content hashes became BLAKE3 (no ``pcm_blake3`` column: its sha256 hashes can never equal a BLAKE3
+    one) is skipped and its key appended to ``stale``; cleaning that partition again makes it count.
     """
     out: dict[str, tuple[str, str]] = {}
     for table_key in kept_keys:
-        table = read_table(lake, table_key, ["pcm_sha256", "partition", "key"])
+        try:
+            table = read_table(lake, table_key, ["pcm_blake3", "partition", "key"])
+        except (KeyError, pa.ArrowInvalid):
+            if "pcm_blake3" in read_table(lake, table_key).schema.names:
+                raise
+            if stale is not None:
+                stale.append(table_key)
+            continue
         for digest, part, key in zip(
-            table.column("pcm_sha256").to_pylist(),
+            table.column("pcm_blake3").to_pylist(),
             table.column("partition").to_pylist(),
             table.column("key").to_pylist(),
             strict=True,

@@ -6,7 +6,7 @@ Where each metric is measured:
   resampling and downmixing smooth away exactly what they look for;
 * RMS level, leading/trailing silence and the content hash: on the 16 kHz mono signal the models see.
 
-Content hash (``pcm_sha256``): sha256 of the 16 kHz mono signal as little-endian int16,
+Content hash (``pcm_blake3``): BLAKE3 (:mod:`asr_distill.hashing`) of the 16 kHz mono signal as little-endian int16,
 ``np.rint(np.clip(x * 32768, -32768, 32767)).astype("<i2")`` (round half to even; NaN/Inf were
 already replaced by 0). The 32768 scale is libsndfile's own int16 <-> float convention, so a 16-bit
 16 kHz mono source hashes exactly its PCM samples. Integer quantisation makes the representation
@@ -15,18 +15,18 @@ arithmetic, so the hash is identical across runs, processes and block sizes. Acr
 identical whenever the decoder and libsoxr produce the same floats (always for lossless sources
 already at 16 kHz, which are not resampled; for resampled or lossy sources it relies on the same
 library builds, since SIMD code paths may differ in the last bit). Reproduce it with
-``hashlib.sha256(pcm16(decode(path).samples)).hexdigest()``.
+``asr_distill.hashing.pcm_hex(pcm16(decode(path).samples))`` (or ``b3sum`` over those bytes).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
+from asr_distill.hashing import PcmHasher
 from asr_distill.stages.clean.config import CleanConfig
 
 DB_FLOOR = -200.0  # level reported for all-zero audio (log of zero)
@@ -62,7 +62,7 @@ class SignalAnalyzer:
         # mono side
         self.num_samples = 0
         self.sumsq = 0.0
-        self._sha = hashlib.sha256()
+        self._pcm_hash = PcmHasher()
         self._frame = max(1, round(config.target_rate * config.silence_frame_s))
         self._silence_power = 10.0 ** (config.silence_dbfs / 10.0)
         self._left_n = 0  # samples of the current, incomplete silence frame
@@ -137,7 +137,7 @@ class SignalAnalyzer:
         np.clip(f32, -32768.0, 32767.0, out=f32)
         np.rint(f32, out=f32)
         np.copyto(i16, f32, casting="unsafe")
-        self._sha.update(i16)
+        self._pcm_hash.update(i16)
         # energies of 10 ms frames, continuing the incomplete frame of the previous block
         size = self._frame
         start = 0
@@ -193,7 +193,7 @@ class SignalAnalyzer:
             "clipped_fraction": self.clipped_samples / self.source_samples if self.source_samples else 0.0,
             "leading_silence_s": self.leading / rate,
             "trailing_silence_s": self.trailing / rate,
-            "pcm_sha256": self._sha.hexdigest(),
+            "pcm_blake3": self._pcm_hash.hexdigest(),
         }
 
 

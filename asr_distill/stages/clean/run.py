@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asr_distill import lake as layout
+from asr_distill.hashing import object_hex
 from asr_distill.stages._procpool import ExecutorSpec
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.clean.core import load_known_hashes, read_index_rows
@@ -10,7 +11,6 @@ from asr_distill.stages.clean.writer import CleanSummary, clean_to_tables, reusa
 from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
 from asr_distill.storage import Storage
-from asr_distill.tableio import object_sha256
 
 
 def run_clean(
@@ -46,15 +46,21 @@ def run_clean(
         mine = {kept_key, long_form_key}
         tables = [*layout.table_keys("cleaned", lake, None), *layout.table_keys("long_form", lake, None)]
         others = [k for k in tables if k not in mine]
-    known = load_known_hashes(lake, others)
-    index_sha256 = object_sha256(lake, index_key)
+    stale: list[str] = []
+    known = load_known_hashes(lake, others, stale)
+    if stale:
+        say(
+            f"{partition}: {len(stale)} other partitions' tables predate BLAKE3 content hashes (no "
+            f"pcm_blake3; e.g. {stale[0]}): not used for duplicate detection until they are cleaned again"
+        )
+    index_blake3 = object_hex(lake, index_key)
     reused = None
     if not force:
         reused = reusable_clean(
             lake,
             kept_key=kept_key,
             quarantine_key=quarantine_key,
-            index_sha256=index_sha256,
+            index_blake3=index_blake3,
             config=cfg,
             known_hashes=known,
             long_form_key=long_form_key,
@@ -79,7 +85,7 @@ def run_clean(
             workers=workers,
             executor=executor,
             progress=lambda p: say(str(p), done=p.done, elapsed_s=p.elapsed_s),
-            index_sha256=index_sha256,
+            index_blake3=index_blake3,
             long_form_key=long_form_key,
         )
     summary.known_hashes = len(known)

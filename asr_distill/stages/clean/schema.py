@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from asr_distill.stages.index.schema import AUDIO_INDEX_SCHEMA
 
-SCHEMA_VERSION = "2"  # 2: the long_form table
+SCHEMA_VERSION = "3"  # 2: the long_form table; 3: BLAKE3 content hashes (source_blake3, pcm_blake3)
 
 # Quarantine reasons, in funnel order (a clip counts in the funnel under its first reason).
 REASONS = {
@@ -59,8 +59,8 @@ _CLEAN_FIELDS = [
     pa.field("decoder", pa.string()),  # "soundfile" | "pyav"
     pa.field("decode_error", pa.string()),  # asr_distill.audio.DECODE_ERRORS code
     pa.field("decode_detail", pa.string()),
-    pa.field("source_sha256", pa.string()),  # sha256 of the raw object's bytes
-    pa.field("pcm_sha256", pa.string()),  # sha256 of the 16 kHz mono int16 PCM (see clean/metrics.py)
+    pa.field("source_blake3", pa.string()),  # BLAKE3 of the raw object's bytes (asr_distill.hashing)
+    pa.field("pcm_blake3", pa.string()),  # BLAKE3 of the 16 kHz mono int16 PCM (see clean/metrics.py)
     pa.field("decoded_rate", pa.int32()),  # source sample rate as decoded
     pa.field("decoded_channels", pa.int16()),
     pa.field("decoded_frames", pa.int64()),  # source frames really decoded

@@ -226,10 +226,10 @@ def _relevant_known(hashes: Iterable[str | None], known: KnownHashes) -> list[li
     return sorted([h, *known[h]] for h in set(hashes) if h is not None and h in known)
 
 
-def _inputs_record(index_sha256: str, config: CleanConfig, relevant: list[list[str]]) -> bytes:
+def _inputs_record(index_blake3: str, config: CleanConfig, relevant: list[list[str]]) -> bytes:
     record = {
         "schema_version": SCHEMA_VERSION,
-        "index_sha256": index_sha256,
+        "index_blake3": index_blake3,
         "config": json.loads(config.to_json()),
         "known_duplicates": relevant,
     }
@@ -241,7 +241,7 @@ def reusable_clean(
     *,
     kept_key: str,
     quarantine_key: str,
-    index_sha256: str,
+    index_blake3: str,
     config: CleanConfig,
     known_hashes: KnownHashes | None = None,
     long_form_key: str | None = None,
@@ -255,15 +255,15 @@ def reusable_clean(
     try:
         with lake.local_copy(kept_key, suffix=".parquet") as path:
             meta = pq.read_metadata(path).metadata or {}  # key-values added when the file closed
-            kept_hashes = pq.read_table(path, columns=["pcm_sha256"]).column(0).to_pylist()
+            kept_hashes = pq.read_table(path, columns=["pcm_blake3"]).column(0).to_pylist()
         if META_INPUTS not in meta or META_SUMMARY not in meta:
             return None
         with lake.local_copy(quarantine_key, suffix=".parquet") as path:
-            q_hashes = pq.read_table(path, columns=["pcm_sha256"]).column(0).to_pylist()
+            q_hashes = pq.read_table(path, columns=["pcm_blake3"]).column(0).to_pylist()
         with lake.local_copy(long_form_key, suffix=".parquet") as path:
-            lf_hashes = pq.read_table(path, columns=["pcm_sha256"]).column(0).to_pylist()
+            lf_hashes = pq.read_table(path, columns=["pcm_blake3"]).column(0).to_pylist()
         relevant = _relevant_known([*kept_hashes, *q_hashes, *lf_hashes], known_hashes or {})
-        if meta[META_INPUTS] != _inputs_record(index_sha256, config, relevant):
+        if meta[META_INPUTS] != _inputs_record(index_blake3, config, relevant):
             return None
         return CleanSummary.from_dict(json.loads(meta[META_SUMMARY]))
     except (OSError, ValueError, KeyError, pa.ArrowException):  # unreadable: clean again
@@ -278,7 +278,7 @@ def write_clean_tables(
     quarantine_key: str,
     config: CleanConfig,
     compression: str = "zstd",
-    index_sha256: str | None = None,
+    index_blake3: str | None = None,
     known_hashes: KnownHashes | None = None,
     long_form_key: str | None = None,
 ) -> CleanSummary:
@@ -287,7 +287,7 @@ def write_clean_tables(
 
     The objects are staged locally and appear only if every batch was written (an exception leaves
     whatever the keys held before). Empty tables are written too, so downstream always finds all three.
-    With ``index_sha256`` (the sha256 of the index file the rows came from), kept.parquet also records
+    With ``index_blake3`` (the BLAKE3 of the index file the rows came from), kept.parquet also records
     the run's inputs and summary, so :func:`reusable_clean` can tell a later run nothing changed.
     """
     schema = _schema_with_meta(config)
@@ -310,7 +310,7 @@ def write_clean_tables(
             long_rows: list[Row] = []
             for row in batch:
                 summary.add(row)
-                hashes.append(row.get("pcm_sha256"))
+                hashes.append(row.get("pcm_blake3"))
                 if row["keep"]:
                     kept_rows.append(row)
                 elif is_long_form_row(row):
@@ -324,11 +324,11 @@ def write_clean_tables(
             if long_rows:
                 lw.write_table(pa.Table.from_pylist(long_rows, schema=schema))
         summary.elapsed_s = time.monotonic() - start
-        if index_sha256 is not None:
+        if index_blake3 is not None:
             relevant = _relevant_known(hashes, known_hashes or {})
             kw.add_key_value_metadata(
                 {
-                    META_INPUTS: _inputs_record(index_sha256, config, relevant),
+                    META_INPUTS: _inputs_record(index_blake3, config, relevant),
                     # without elapsed_s: the same inputs give byte-identical files
                     META_SUMMARY: json.dumps(
                         {k: v for k, v in summary.to_dict().items() if k != "elapsed_s"}, sort_keys=True
@@ -351,7 +351,7 @@ def clean_to_tables(
     executor: ExecutorSpec = "process",
     progress: Callable[[CleanProgress], None] | None = None,
     progress_every_s: float = 10.0,
-    index_sha256: str | None = None,
+    index_blake3: str | None = None,
     long_form_key: str | None = None,
 ) -> CleanSummary:
     """Clean rows into three tables: :func:`clean_partition` -> :func:`write_clean_tables` (the stage's
@@ -359,7 +359,7 @@ def clean_to_tables(
 
     ``rows``: the partition's ``audio_index`` rows sorted by key; ``raw``: the store holding the audio;
     ``lake``: where the tables go (``kept_key``, ``quarantine_key``, ``long_form_key``). Returns the summary.
-    ``index_sha256``: see :func:`write_clean_tables`.
+    ``index_blake3``: see :func:`write_clean_tables`.
     """
     cfg = config or CleanConfig()
     batches = clean_partition(
@@ -378,7 +378,7 @@ def clean_to_tables(
         kept_key=kept_key,
         quarantine_key=quarantine_key,
         config=cfg,
-        index_sha256=index_sha256,
+        index_blake3=index_blake3,
         known_hashes=known_hashes,
         long_form_key=long_form_key,
     )

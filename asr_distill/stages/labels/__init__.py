@@ -32,11 +32,11 @@ from asr_distill.stages.labels.quality import (
 )
 from asr_distill.stages.labels.record import NO_SHARDS_VERSION, LabelsRecord
 from asr_distill.stages.labels.run import (
-    META_SHARD_SHA256,
+    META_SHARD_BLAKE3,
     LabelsConfig,
     LabelsIncomplete,
     LabelsSummary,
-    labelled_sha,
+    labelled_blake3,
     read_labels,
     references,
     run_labels,
@@ -49,7 +49,7 @@ __all__ = [
     "ERROR_REASONS",
     "LABELS_COLUMNS",
     "LABELS_SCHEMA",
-    "META_SHARD_SHA256",
+    "META_SHARD_BLAKE3",
     "NO_SHARDS_VERSION",
     "QUALITY_FLAGS",
     "LabelInput",
@@ -73,7 +73,7 @@ __all__ = [
     "iter_shard_ids",
     "label_shard",
     "labels_table",
-    "labelled_sha",
+    "labelled_blake3",
     "labels_version",
     "normalize_text",
     "read_labels",

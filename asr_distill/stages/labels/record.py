@@ -4,7 +4,7 @@ A partition's labels version ``teacher_labels/<p>/<version>/`` is complete when 
 exists; ``teacher_labels/<p>/current.json`` (the same bytes) names the version downstream stages read and
 is replaced, atomically, only after every shard of the partition has its labels. The record says which
 teacher wrote them (fingerprint, model info and config), with which quality thresholds and check
-thresholds, from which shards (shard key -> sha256), in which files, and how many rows it holds.
+thresholds, from which shards (shard key -> BLAKE3), in which files, and how many rows it holds.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class LabelsRecord:
     teacher_config: dict[str, Any] | None = field(default_factory=dict)  # backend + its config
     quality: dict[str, Any] | None = field(default_factory=dict)  # QualityConfig.to_dict()
     thresholds: dict[str, Any] = field(default_factory=dict)  # blocking check thresholds
-    shards: dict[str, str] = field(default_factory=dict)  # shard key -> sha256 the labels were made from
+    shards: dict[str, str] = field(
+        default_factory=dict
+    )  # shard key -> BLAKE3 of the shard the labels were made from
     labels: list[str] = field(default_factory=list)  # labels Parquet keys, sorted by shard
     rows: int = 0
     labelled: int = 0

@@ -2,13 +2,13 @@
 
 The protocol, in order:
 
-1. The partition's shards (``shards.parquet``: shard key -> sha256) are read from the lake.
+1. The partition's shards (``shards.parquet``: shard key -> BLAKE3 checksum) are read from the lake.
 2. Change detection: when ``current.json`` names the same teacher config, the same quality config and the
    same shards, and every labels file it lists exists, the labels are current: no actor starts (unless
    ``force``, which starts the teacher and compares its fingerprint, catching a model replaced in place).
 3. Otherwise the teacher's fingerprint gives the labels version (:func:`labels_version`); shards whose
-   labels file under that version carries the shard's sha256 in its footer (``asr_distill.shard_sha256``)
-   are finished; the rest are labelled on the pool. Each labels file is stamped with its shard's sha256
+   labels file under that version carries the shard's BLAKE3 checksum in its footer (``asr_distill.shard_blake3``)
+   are finished; the rest are labelled on the pool. Each labels file is stamped with its shard's BLAKE3
    and written with its timing fields blanked (measured decode times vary run to run; they go to the
    summary, not the files, so the same shards and teacher give byte-identical labels).
 4. Only when every shard has its labels, ``_SUMMARY.json`` and then ``current.json`` are written
@@ -51,7 +51,7 @@ from asr_distill.storage import Storage
 from asr_distill.tableio import read_parquet_metadata, read_table
 from asr_distill.teachers.base import TeacherConfig, canonical_json, labels_version
 
-META_SHARD_SHA256 = b"asr_distill.shard_sha256"
+META_SHARD_BLAKE3 = b"asr_distill.shard_blake3"
 
 
 @dataclass(frozen=True)
@@ -143,17 +143,17 @@ def read_labels(lake: Storage, keys: list[str]) -> pa.Table:
     return pa.concat_tables([conform_labels(read_table(lake, k)) for k in keys], promote_options="default")
 
 
-def labelled_sha(lake: Storage, key: str) -> str | None:
-    """The shard sha256 stamped in a labels file's footer, or None when there is no (readable) file."""
+def labelled_blake3(lake: Storage, key: str) -> str | None:
+    """The shard BLAKE3 stamped in a labels file's footer, or None when there is no (readable) file."""
     meta = read_parquet_metadata(lake, key)
-    value = (meta or {}).get(META_SHARD_SHA256)
+    value = (meta or {}).get(META_SHARD_BLAKE3)
     return value.decode() if value else None
 
 
-def stamped(table: pa.Table, shard_sha256: str) -> pa.Table:
-    """A labels table as written: its shard's sha256 in the footer, timing fields blanked."""
+def stamped(table: pa.Table, shard_blake3: str) -> pa.Table:
+    """A labels table as written: its shard's BLAKE3 in the footer, timing fields blanked."""
     meta = dict(table.schema.metadata or {})
-    meta[META_SHARD_SHA256] = shard_sha256.encode()
+    meta[META_SHARD_BLAKE3] = shard_blake3.encode()
     i = table.schema.get_field_index("decode_time_s")
     table = table.set_column(i, "decode_time_s", pa.nulls(table.num_rows, pa.float64()))
     return table.replace_schema_metadata(meta)
@@ -200,8 +200,8 @@ def run_labels(
     sl = layout.shard_layout(partition)
     shards = read_table(lake, sl.shards_key)
     index = read_table(lake, sl.index_key)
-    sha_of = dict(
-        zip(shards.column("shard_key").to_pylist(), shards.column("sha256").to_pylist(), strict=True)
+    blake3_of = dict(
+        zip(shards.column("shard_key").to_pylist(), shards.column("blake3").to_pylist(), strict=True)
     )
     quality = config.quality
     teacher_cfg = teacher_config_dict(teacher)
@@ -211,12 +211,12 @@ def run_labels(
         and not force
         and current.teacher_config == teacher_cfg
         and current.quality == quality.to_dict()
-        and current.shards == sha_of
+        and current.shards == blake3_of
         and all(lake.exists(k) for k in current.labels)
     )
     t0 = time.monotonic()
     run_stats: dict[str, Any]
-    if not sha_of:
+    if not blake3_of:
         version, fingerprint, teacher_info = NO_SHARDS_VERSION, "", {}
         say(f"{partition}: the partition has no shards (no kept clips); nothing to label")
         run_stats = {"shards_skipped": 0, "shards_labelled": 0}
@@ -224,31 +224,33 @@ def run_labels(
         assert current is not None
         version, fingerprint, teacher_info = current.version, current.fingerprint, current.teacher or {}
         say(
-            f"{partition}: labels {version} are current for {len(sha_of)} shards (same teacher config "
+            f"{partition}: labels {version} are current for {len(blake3_of)} shards (same teacher config "
             "and shards); no actors started"
         )
-        run_stats = {"shards_skipped": len(sha_of), "shards_labelled": 0}
+        run_stats = {"shards_skipped": len(blake3_of), "shards_labelled": 0}
     else:
         labels_pool = pool()
         fingerprint, teacher_info = labels_pool.fingerprint, labels_pool.teacher_info
         version = labels_version(fingerprint)
         done = {
             sid
-            for sid, sha in sha_of.items()
-            if labelled_sha(lake, layout.labels_key(partition, version, sid)) == sha
+            for sid, sha in blake3_of.items()
+            if labelled_blake3(lake, layout.labels_key(partition, version, sid)) == sha
         }
-        todo = len(sha_of) - len(done)
+        todo = len(blake3_of) - len(done)
         say(
             f"{partition}: teacher {fingerprint[:16]} -> labels {version}; {len(done)} of "
-            f"{len(sha_of)} shards already labelled, {todo} to go",
+            f"{len(blake3_of)} shards already labelled, {todo} to go",
             done=len(done),
-            total=len(sha_of),
+            total=len(blake3_of),
         )
         counters = {"shards": 0, "rows": 0, "audio_s": 0.0}
 
         def on_result(r: ShardResult) -> None:
             write_labels(
-                lake, layout.labels_key(partition, version, r.shard_id), stamped(r.table, sha_of[r.shard_id])
+                lake,
+                layout.labels_key(partition, version, r.shard_id),
+                stamped(r.table, blake3_of[r.shard_id]),
             )
             counters["shards"] += 1
             counters["rows"] += r.stats.rows
@@ -266,12 +268,12 @@ def run_labels(
         def on_failure(f: ShardFailure) -> None:
             say(f"{partition}: shard {f.shard_id} failed after {f.attempts} attempt(s): {f.kind}: {f.error}")
 
-        run = labels_pool.run(sorted(sha_of), reader, on_result, done=done, on_failure=on_failure)
+        run = labels_pool.run(sorted(blake3_of), reader, on_result, done=done, on_failure=on_failure)
         if run.failures:
-            raise LabelsIncomplete(partition, list(run.failures), len(sha_of))
+            raise LabelsIncomplete(partition, list(run.failures), len(blake3_of))
         run_stats = run.to_dict()
 
-    keys = [layout.labels_key(partition, version, sid) for sid in sorted(sha_of)]
+    keys = [layout.labels_key(partition, version, sid) for sid in sorted(blake3_of)]
     labels = read_labels(lake, keys)
     counts = count_labels(labels)
     refs = references(lake, partition, index)
@@ -284,7 +286,7 @@ def run_labels(
         teacher_config=teacher_cfg,
         quality=quality.to_dict(),
         thresholds=config.thresholds(),
-        shards=sha_of,
+        shards=blake3_of,
         labels=keys,
         rows=counts.rows,
         labelled=counts.labelled,
@@ -304,7 +306,7 @@ def run_labels(
         counts=counts,
         error_rates=wers,
         wer_tiers=wer_tiers(labels),
-        shards=len(sha_of),
+        shards=len(blake3_of),
         languages=languages,
         shards_labelled=run_stats.get("shards_labelled", 0),
         shards_skipped=run_stats.get("shards_skipped", 0),
@@ -312,7 +314,7 @@ def run_labels(
         actor_failures=run_stats.get("actor_failures", 0),
         decode_s=float(run_stats.get("decode_s", 0.0)),
         realtime_factor=rtf,
-        reused=bool(sha_of) and unchanged,
+        reused=bool(blake3_of) and unchanged,
         elapsed_s=wall,
         swept_temporaries=swept.removed,
     )

@@ -60,7 +60,8 @@ from asr_distill.stages.labels.quality import QUALITY_FLAGS
 # Bumped whenever the bytes this stage writes change for the same inputs and settings.
 # 2: segment provenance (segment_key, segment_index, offset_s) in every format; shard paths relative to
 #    the lake root (a copied lake keeps working).
-FORMAT_VERSION = "2"
+# 3: whole-file checksums of inputs and written files are BLAKE3 (``blake3`` / ``*_blake3`` keys).
+FORMAT_VERSION = "3"
 
 SPLITS = ("train", "dev", "test")
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asr_distill import lake as lake_layout
+from asr_distill.hashing import bytes_hex
 from asr_distill.language import primary_language
 from asr_distill.stages.clean.schema import CLEAN_SCHEMA
 from asr_distill.stages.labels.record import LabelsRecord
@@ -23,7 +24,7 @@ from asr_distill.stages.manifests.config import DROP_RULES, SPLITS, ManifestConf
 from asr_distill.stages.manifests.schema import DROPPED_SCHEMA, MANIFEST_SCHEMA
 from asr_distill.stages.shards.schema import SAMPLE_INDEX_SCHEMA, SHARD_TABLE_SCHEMA
 from asr_distill.storage import Storage
-from asr_distill.tableio import read_table_bytes, sha256_hex
+from asr_distill.tableio import read_table_bytes
 
 Row = dict[str, Any]
 UNKNOWN_LANGUAGE = "und"
@@ -51,7 +52,7 @@ class ManifestInputError(Exception):
 
 
 def _read_parquet(lake: Storage, key: str, columns: list[str] | None = None) -> tuple[pa.Table, str]:
-    """(table, sha256 of the object's bytes)."""
+    """(table, BLAKE3 of the object's bytes)."""
     try:
         return read_table_bytes(lake, key, columns)
     except FileNotFoundError as exc:
@@ -102,12 +103,12 @@ def load_partition(lake: Storage, partition: str) -> PartitionInputs:
         t = {k: pa.Table.from_pylist([], schema=v) for k, v in empty.items()}
         index = t["index"].select(_INDEX_COLUMNS + list(_PROVENANCE))
         shards, kept = t["shards"], t["kept"].select(_KEPT_COLUMNS)
-        index_sha = kept_sha = ""
+        index_digest = kept_digest = ""
     else:
-        index, index_sha = _read_index(lake, sl.index_key)
-        shards, _ = _read_parquet(lake, sl.shards_key, ["shard_key", "sha256", "size", "nsamples"])
-        kept, kept_sha = _read_parquet(lake, lake_layout.cleaned_kept_key(partition), _KEPT_COLUMNS)
-    segments, segments_sha = _read_segments(lake, partition)
+        index, index_digest = _read_index(lake, sl.index_key)
+        shards, _ = _read_parquet(lake, sl.shards_key, ["shard_key", "blake3", "size", "nsamples"])
+        kept, kept_digest = _read_parquet(lake, lake_layout.cleaned_kept_key(partition), _KEPT_COLUMNS)
+    segments, segments_digest = _read_segments(lake, partition)
     label_tables, label_digests = [], {}
     for key in label_keys:
         t2, sha = _read_parquet(lake, key, _LABEL_COLUMNS)
@@ -118,17 +119,17 @@ def load_partition(lake: Storage, partition: str) -> PartitionInputs:
     else:
         labels = pa.Table.from_pylist([], schema=_empty_label_schema())
     shard_list = sorted(
-        zip(shards.column("shard_key").to_pylist(), shards.column("sha256").to_pylist(), strict=True)
+        zip(shards.column("shard_key").to_pylist(), shards.column("blake3").to_pylist(), strict=True)
     )
     digest = {
         "partition": partition,
         "labels_version": current.version,
         "teacher_fingerprint": current.fingerprint or "",
-        "shards_sha256": sha256_hex(repr(shard_list).encode()),
-        "index_sha256": index_sha,
-        "kept_sha256": kept_sha,
-        "segments_sha256": segments_sha,
-        "labels_sha256": sha256_hex(repr(sorted(label_digests.items())).encode()),
+        "shards_blake3": bytes_hex(repr(shard_list).encode()),
+        "index_blake3": index_digest,
+        "kept_blake3": kept_digest,
+        "segments_blake3": segments_digest,
+        "labels_blake3": bytes_hex(repr(sorted(label_digests.items())).encode()),
         "label_files": len(label_digests),
     }
     return PartitionInputs(partition, current, index, kept, labels, shards, digest, segments)
@@ -148,7 +149,7 @@ def _read_index(lake: Storage, key: str) -> tuple[pa.Table, str]:
 
 
 def _read_segments(lake: Storage, partition: str) -> tuple[pa.Table | None, str]:
-    """(kept segment rows, sha256 of segments.parquet), or (None, "") when the partition has none."""
+    """(kept segment rows, BLAKE3 of segments.parquet), or (None, "") when the partition has none."""
     key = lake_layout.segmented_segments_key(partition)
     if not lake.exists(key):
         return None, ""

@@ -37,10 +37,11 @@ from typing import Any
 import pyarrow as pa
 
 from asr_distill import settings
+from asr_distill.hashing import bytes_hex
 from asr_distill.lake import ManifestLayout
 from asr_distill.stages.manifests.config import SPLITS, ManifestConfig
 from asr_distill.storage import Storage
-from asr_distill.tableio import sha256_hex, write_table
+from asr_distill.tableio import write_table
 
 Row = dict[str, Any]
 
@@ -80,12 +81,12 @@ def write_text(lake: Storage, key: str, text: str, *, gz: bool = False) -> dict[
             fh.write(data)
         data = buf.getvalue()
     lake.write_bytes(key, data)
-    return {"key": key, "size": len(data), "sha256": sha256_hex(data)}
+    return {"key": key, "size": len(data), "blake3": bytes_hex(data)}
 
 
 def _file_info(lake: Storage, key: str) -> dict[str, Any]:
     data = lake.read_bytes(key)
-    return {"key": key, "size": len(data), "sha256": sha256_hex(data)}
+    return {"key": key, "size": len(data), "blake3": bytes_hex(data)}
 
 
 # -- NeMo ---------------------------------------------------------------------------------------------

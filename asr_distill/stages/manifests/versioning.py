@@ -1,7 +1,7 @@
 """Versioned manifests: ``version = sha256(config fingerprint, inputs)``; a version is written once.
 
 The inputs that name a version, per partition: the labels version and teacher fingerprint from
-``current.json``, the sha256 list of the shards (``shards.parquet``), and the sha256 of ``index.parquet``,
+``current.json``, the BLAKE3 list of the shards (``shards.parquet``), and the BLAKE3 of ``index.parquet``,
 of the clean stage's ``kept.parquet`` and of every current labels file. A run whose version already has its
 ``_MANIFEST.json`` (written last) finds it complete and rewrites nothing; ``latest.json`` then points at it.
 Older versions are never touched.

@@ -17,7 +17,7 @@ from asr_distill.stages.shards.config import ShardConfig
 
 # Bumped whenever the bytes this stage writes change for the same inputs and settings (segment key or
 # member name rule, columns, tar layout). Part of the fingerprint, so a bump re-segments everything.
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: BLAKE3 content hashes and tar checksums
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class SegmentStageConfig(StageConfig):
 
     * ``segment``: the planner's settings (:class:`~asr_distill.stages.segment.plan.SegmentConfig`).
     * ``clean``: the clean stage's settings. Its resampler quality must be the one the recordings were
-      cleaned with (the recording's ``pcm_sha256`` is checked against the clean table), and its level,
+      cleaned with (the recording's ``pcm_blake3`` is checked against the clean table), and its level,
       clipping and silence thresholds are the segment-level audio rules (``silent``, ``too_quiet``,
       ``clipped``), applied to each segment as to a short clip.
     * ``flac_compression_level=0.5``: the shards' default (libFLAC level 5); members are 16 kHz mono

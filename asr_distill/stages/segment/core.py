@@ -1,14 +1,14 @@
 """Segmentation stage driver: ``run_segment`` cuts a partition's long recordings into <= 30 s segments.
 
 Input: the clean stage's long-form table (``cleaned_audio/<p>/long_form.parquet``, read by the driver
-itself: one row per recording with the clean table's columns ``key``, ``partition``, ``source_sha256``,
-``pcm_sha256``, ``num_samples``, ``reference_text``, ``language``, ``speaker``...), sorted by ``key``.
+itself: one row per recording with the clean table's columns ``key``, ``partition``, ``source_blake3``,
+``pcm_blake3``, ``num_samples``, ``reference_text``, ``language``, ``speaker``...), sorted by ``key``.
 Each recording is one task on the project's process pool (:class:`~asr_distill.stages._procpool.OrderedPool`), results come back in input order, so the
 tables and tars are the same bytes whatever the number of workers (see :mod:`.recording` for the work
 itself, :mod:`.tables` for the tables, :mod:`.layout` for every name).
 
 Re-runs: a recording whose previous row has status ``ok`` or ``no_speech``, the same fingerprint
-(model, onnxruntime, settings), the same ``source_sha256`` and ``pcm_sha256`` as its input row, and
+(model, onnxruntime, settings), the same ``source_blake3`` and ``pcm_blake3`` as its input row, and
 whose tar still exists with the recorded size, is not segmented again: its previous rows are copied.
 ``force=True`` segments everything. Tars of recordings that no longer have one are deleted.
 """
@@ -211,6 +211,11 @@ def _tasks(
     for src in rows:
         row = dict(src)
         key = str(row["key"])
+        if "pcm_sha256" in row and "pcm_blake3" not in row:
+            raise ValueError(
+                "the long-form table predates BLAKE3 content hashes (pcm_sha256, not pcm_blake3): "
+                "materialise cleaned_audio for the partition again"
+            )
         if last is not None and key <= last:
             raise ValueError(f"long-form rows must be sorted by key without repeats: {key!r} after {last!r}")
         last = key
@@ -228,9 +233,9 @@ def _tasks(
             prev is not None
             and prev["status"] in REUSABLE_STATUSES
             and prev["fingerprint"] == fp.value
-            and row.get("source_sha256")
-            and prev["source_sha256"] == row.get("source_sha256")
-            and prev["pcm_sha256"] == row.get("pcm_sha256")
+            and row.get("source_blake3")
+            and prev["source_blake3"] == row.get("source_blake3")
+            and prev["pcm_blake3"] == row.get("pcm_blake3")
         ):
             yield [RecordingTask(row, True, prev["tar_key"], prev["tar_bytes"])]
         else:

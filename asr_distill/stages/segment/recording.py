@@ -2,10 +2,10 @@
 
 The recording is decoded once by :func:`~asr_distill.audio.vad.vad_file`; its ``on_block`` spills the
 int16 16 kHz signal to a local temporary file (never the whole recording in memory) and hashes it (the
-clean stage's ``pcm_sha256``: the same int16 values, see :func:`asr_distill.stages.clean.metrics.pcm16`).
+clean stage's ``pcm_blake3``: the same int16 values, see :func:`asr_distill.stages.clean.metrics.pcm16`).
 The planner then works on the probabilities alone; each planned segment's samples are read back from
 the spill file, measured with the clean stage's :class:`~asr_distill.stages.clean.metrics.SignalAnalyzer`
-(its content hash is the segment's ``pcm_sha256``), checked against the segment-level audio rules and,
+(its content hash is the segment's ``pcm_blake3``), checked against the segment-level audio rules and,
 when kept, encoded as a FLAC member of the recording's tar.
 
 Segment metrics are measured on the stored 16 kHz mono int16 signal: a segment has no source-rate
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import tempfile
 import threading
 import time
@@ -27,8 +26,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from asr_distill import hashing
 from asr_distill.audio.decode import DecodeError
 from asr_distill.audio.vad import SileroVad, VadModelError, vad_file
+from asr_distill.hashing import HashingReader, PcmHasher
 from asr_distill.stages.clean.core import _format_hint
 from asr_distill.stages.clean.metrics import SignalAnalyzer
 from asr_distill.stages.segment import layout
@@ -38,7 +39,6 @@ from asr_distill.stages.segment.schema import RECORDING_COLUMNS, SEGMENT_REASONS
 from asr_distill.stages.shards.encode import encode_audio
 from asr_distill.stages.shards.tar import TarWriter
 from asr_distill.storage import Storage
-from asr_distill.tableio import path_sha256
 
 Row = dict[str, Any]
 _REASON_ORDER = {r: i for i, r in enumerate(SEGMENT_REASONS)}
@@ -172,7 +172,7 @@ def _segment_row(
         "pieces": seg.pieces,
         "forced_cut": seg.forced_cut,
         "has_aligned_reference": False,
-        "pcm_sha256": metrics["pcm_sha256"],
+        "pcm_blake3": metrics["pcm_blake3"],
         "rms_dbfs": metrics["rms_dbfs"],
         "peak_dbfs": metrics["peak_dbfs"],
         "clipped_fraction": metrics["clipped_fraction"],
@@ -183,7 +183,7 @@ def _segment_row(
         "member_name": None,
         "member_offset": None,
         "member_size": None,
-        "source_sha256": rec["source_sha256"],
+        "source_blake3": rec["source_blake3"],
         "fingerprint": rec["fingerprint"],
         "language": rec["language"],
         "speaker": rec["speaker"],
@@ -192,25 +192,25 @@ def _segment_row(
 
 # -- one recording ------------------------------------------------------------------------------------
 def _decode_and_vad(
-    path: Path, row: Mapping[str, Any], cfg: SegmentStageConfig, spill: Path
+    source: BinaryIO, row: Mapping[str, Any], cfg: SegmentStageConfig, spill: Path
 ) -> tuple[Any, str]:
-    sha = hashlib.sha256()
+    pcm_hash = PcmHasher()
     with open(spill, "wb") as fh:
 
         def on_block(block: np.ndarray) -> None:
             b = np.ascontiguousarray(block, dtype="<i2")
             fh.write(memoryview(b).cast("B"))
-            sha.update(b)
+            pcm_hash.update(b)
 
         fv = vad_file(
-            path,
+            source,
             worker_vad(),
             format_hint=_format_hint(row),
             quality=cfg.clean.resample_quality,
             block_samples=cfg.block_samples,
             on_block=on_block,
         )
-    return fv, sha.hexdigest()
+    return fv, pcm_hash.hexdigest()
 
 
 def _cut(
@@ -225,7 +225,7 @@ def _cut(
     final: list[PlannedSegment] = []
     with contextlib.ExitStack() as stack:
         tar: TarWriter | None = None
-        tar_sha = hashlib.sha256()
+        tar_hash = hashing.new()
         src = stack.enter_context(open(spill, "rb"))
         for seg in plan:
             pcm = _read_pcm(src, seg.pad_start, seg.pad_end)
@@ -241,7 +241,7 @@ def _cut(
             if audio is not None:
                 if tar is None:
                     fh = stack.enter_context(lake.open_write(tar_key, suffix=".tar"))
-                    tar = TarWriter(fh, hasher=tar_sha)
+                    tar = TarWriter(fh, hasher=tar_hash)
                 name = layout.member_name(seg.index)
                 _, data_offset = tar.add(name, audio)
                 row.update(
@@ -253,7 +253,7 @@ def _cut(
         if tar is not None:
             rec["tar_bytes"] = tar.close()
             rec["tar_key"] = tar_key
-            rec["tar_sha256"] = tar_sha.hexdigest()
+            rec["tar_blake3"] = tar_hash.hexdigest()
     return rows, final
 
 
@@ -273,32 +273,43 @@ def segment_recording(
     rec = base_recording_row(row, partition, fp)
     result = RecordingResult(key, rec)
     try:
-        with raw.local_copy(key, suffix=Path(key).suffix) as path:
-            rec["source_sha256"] = path_sha256(path)
-            expected = row.get("source_sha256")
-            if expected and rec["source_sha256"] != expected:
-                rec.update(status="content_changed", detail="source_sha256 differs from the clean table")
+        with (
+            raw.local_copy(key, suffix=Path(key).suffix) as path,
+            open(path, "rb", buffering=0) as fh,
+            tempfile.TemporaryDirectory(prefix="asrd-segment-") as tmp,
+        ):
+            # The source hash comes from the decoder's own read of the file (no second read).
+            source = HashingReader(fh)
+            spill = Path(tmp) / "pcm.s16le"
+            t_vad = time.perf_counter()
+            failed: DecodeError | None = None
+            try:
+                fv, pcm_hash = _decode_and_vad(source.buffered(), row, cfg, spill)
+            except DecodeError as exc:
+                failed = exc
+            rec["source_blake3"] = source.finish()
+            result.vad_s = time.perf_counter() - t_vad
+            expected = row.get("source_blake3")
+            if expected and rec["source_blake3"] != expected:
+                rec.update(status="content_changed", detail="source_blake3 differs from the clean table")
                 return result
-            with tempfile.TemporaryDirectory(prefix="asrd-segment-") as tmp:
-                spill = Path(tmp) / "pcm.s16le"
-                t_vad = time.perf_counter()
-                fv, pcm_sha = _decode_and_vad(path, row, cfg, spill)
-                result.vad_s = time.perf_counter() - t_vad
-                n = fv.n_samples
-                result.audio_s = n / cfg.clean.target_rate
-                rec.update(pcm_sha256=pcm_sha, n_samples=n, duration_s=n / cfg.clean.target_rate)
-                if row.get("num_samples") is not None and int(row["num_samples"]) != n:
-                    rec.update(
-                        status="content_changed",
-                        detail=f"{n} samples decoded, the clean table says {row['num_samples']}",
-                    )
-                    return result
-                if row.get("pcm_sha256") and row["pcm_sha256"] != pcm_sha:
-                    rec.update(status="content_changed", detail="pcm_sha256 differs from the clean table")
-                    return result
-                plan = plan_segments(fv.probabilities, n, cfg.segment)
-                has_text = rec["reference_text"] is not None
-                rows, final = _cut(plan, rec, spill, lake, cfg, has_text)
+            if failed is not None:
+                raise failed
+            n = fv.n_samples
+            result.audio_s = n / cfg.clean.target_rate
+            rec.update(pcm_blake3=pcm_hash, n_samples=n, duration_s=n / cfg.clean.target_rate)
+            if row.get("num_samples") is not None and int(row["num_samples"]) != n:
+                rec.update(
+                    status="content_changed",
+                    detail=f"{n} samples decoded, the clean table says {row['num_samples']}",
+                )
+                return result
+            if row.get("pcm_blake3") and row["pcm_blake3"] != pcm_hash:
+                rec.update(status="content_changed", detail="pcm_blake3 differs from the clean table")
+                return result
+            plan = plan_segments(fv.probabilities, n, cfg.segment)
+            has_text = rec["reference_text"] is not None
+            rows, final = _cut(plan, rec, spill, lake, cfg, has_text)
         acc = account(final, n, cfg.segment.max_segment_s)
         rec.update(
             status="ok" if plan else "no_speech",
@@ -317,7 +328,7 @@ def segment_recording(
         _fail(rec, exc.reason_code, exc.detail)
         result.segments = []
     except Exception as exc:  # storage failures, or a bug: one row with a reason, never a crashed run
-        code = "internal_error" if rec["source_sha256"] else "read_error"
+        code = "internal_error" if rec["source_blake3"] else "read_error"
         _fail(rec, code, f"{type(exc).__name__}: {exc}")
         result.segments = []
     finally:
@@ -327,7 +338,7 @@ def segment_recording(
 
 def _fail(rec: Row, code: str, detail: str) -> None:
     keep = ("partition", "source_key", "fingerprint", "vad_model_sha256", "onnxruntime_version")
-    keep += ("segment_config_fingerprint", "reference_text", "language", "speaker", "source_sha256")
+    keep += ("segment_config_fingerprint", "reference_text", "language", "speaker", "source_blake3")
     for name in RECORDING_COLUMNS:
         if name not in keep:
             rec[name] = None

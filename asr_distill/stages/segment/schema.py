@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: BLAKE3 content hashes (source_blake3, pcm_blake3, tar_blake3)
 
 # Recording status.
 STATUSES = {
@@ -43,8 +43,8 @@ RECORDINGS_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("decode_error", pa.string()),  # asr_distill.audio.DECODE_ERRORS code
         pa.field("detail", pa.string()),  # why decode_failed / content_changed
-        pa.field("source_sha256", pa.string()),  # of the raw bytes, as read now
-        pa.field("pcm_sha256", pa.string()),  # of the decoded 16 kHz int16 signal, as decoded now
+        pa.field("source_blake3", pa.string()),  # of the raw bytes, as read now
+        pa.field("pcm_blake3", pa.string()),  # of the decoded 16 kHz int16 signal, as decoded now
         pa.field("n_samples", pa.int64()),  # 16 kHz samples decoded (null when not decoded)
         pa.field("duration_s", pa.float64()),
         pa.field("kept_samples", pa.int64()),
@@ -60,7 +60,7 @@ RECORDINGS_SCHEMA = pa.schema(
         pa.field("segment_config_fingerprint", pa.string(), nullable=False),
         pa.field("tar_key", pa.string()),  # null when no segment was kept
         pa.field("tar_bytes", pa.int64()),
-        pa.field("tar_sha256", pa.string()),
+        pa.field("tar_blake3", pa.string()),
         pa.field("reference_text", pa.string()),  # the sidecar transcript of the whole recording
         pa.field("language", pa.string()),
         pa.field("speaker", pa.string()),
@@ -87,7 +87,7 @@ SEGMENTS_SCHEMA = pa.schema(
         pa.field("pieces", pa.int32(), nullable=False),
         pa.field("forced_cut", pa.bool_(), nullable=False),
         pa.field("has_aligned_reference", pa.bool_(), nullable=False),
-        pa.field("pcm_sha256", pa.string(), nullable=False),  # sha256 of its int16 PCM (clean's hash)
+        pa.field("pcm_blake3", pa.string(), nullable=False),  # BLAKE3 of its int16 PCM (clean's hash)
         pa.field("rms_dbfs", pa.float64(), nullable=False),
         pa.field("peak_dbfs", pa.float64(), nullable=False),
         pa.field("clipped_fraction", pa.float64(), nullable=False),
@@ -98,7 +98,7 @@ SEGMENTS_SCHEMA = pa.schema(
         pa.field("member_name", pa.string()),
         pa.field("member_offset", pa.int64()),  # byte offset of the FLAC data in the tar
         pa.field("member_size", pa.int64()),  # FLAC bytes
-        pa.field("source_sha256", pa.string()),
+        pa.field("source_blake3", pa.string()),
         pa.field("fingerprint", pa.string(), nullable=False),
         pa.field("language", pa.string()),
         pa.field("speaker", pa.string()),

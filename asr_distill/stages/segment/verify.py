@@ -6,12 +6,11 @@ so the identity is a real check), the segment counts and sums match the recordin
 order, inside the recording and never overlap, kept segments are at most ``max_segment_s``; segment keys
 are unique, sort in time order, name their source and can never be a raw key; and every kept segment's
 FLAC member exists in its tar at the recorded offset (the ustar header before it names the member and
-its size) and decodes to ``num_samples`` int16 samples whose sha256 is the row's ``pcm_sha256``.
+its size) and decodes to ``num_samples`` int16 samples whose BLAKE3 is the row's ``pcm_blake3``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from asr_distill import hashing
 from asr_distill.stages.segment import layout
 from asr_distill.stages.segment.plan import SegmentConfig
 from asr_distill.stages.segment.recording import REUSABLE_STATUSES
@@ -163,8 +163,8 @@ def _check_member(lake: Storage, s: Row, p: list[str], check_hashes: bool) -> No
     except Exception as exc:
         p.append(f"{sk}: member does not decode: {type(exc).__name__}: {exc}")
         return
-    if len(pcm) != s["num_samples"] or hashlib.sha256(pcm.tobytes()).hexdigest() != s["pcm_sha256"]:
-        p.append(f"{sk}: member content differs from the row (samples or pcm_sha256)")
+    if len(pcm) != s["num_samples"] or hashing.pcm_hex(pcm) != s["pcm_blake3"]:
+        p.append(f"{sk}: member content differs from the row (samples or pcm_blake3)")
 
 
 def verify_partition(

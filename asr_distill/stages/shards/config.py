@@ -16,7 +16,8 @@ from asr_distill.stages.configbase import StageConfig
 # Bumped whenever the bytes this stage writes change for the same inputs and settings (sample key rule,
 # JSON fields, order algorithm, tar layout). Part of the config fingerprint, so a bump rewrites shards.
 # 2: samples' JSON gained segment_index and offset_s (segments of long recordings).
-FORMAT_VERSION = "2"
+# 3: BLAKE3 content hashes (the JSON's pcm_blake3) and shard checksums (shards.parquet's blake3).
+FORMAT_VERSION = "3"
 
 DEFAULT_BUCKET_EDGES = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 25.0, 30.0)
 AUDIO_FORMATS = ("flac", "wav")
@@ -43,11 +44,11 @@ class ShardConfig(StageConfig):
       object storage in seconds. A single sample bigger than ``max_shard_bytes`` gets a shard of its
       own (reported by :func:`~asr_distill.stages.shards.verify.check_shard_sizes`).
     * ``audio_format="flac"``: lossless, ~half the size of WAV; ``"wav"`` for readers without FLAC.
-      Both hold 16-bit PCM: exactly the int16 samples the clean stage's ``pcm_sha256`` hashes.
+      Both hold 16-bit PCM: exactly the int16 samples the clean stage's ``pcm_blake3`` hashes.
     * ``flac_compression_level=0.5``: libsndfile's scale 0..1 (libFLAC level 5, its default); 1.0 is
       ~1% smaller and ~2x slower to encode (measured on speech).
     * ``sample_rate=16000``, ``resample_quality="HQ"``: must equal the clean stage's settings, since the
-      decoded content is checked against the kept table's ``pcm_sha256`` (``verify_content``).
+      decoded content is checked against the kept table's ``pcm_blake3`` (``verify_content``).
     * ``verify_content=True``: a clip whose decoded 16 kHz PCM no longer matches the kept table (the raw
       object changed since cleaning) is not written; it is reported with reason ``content_changed``.
     """

@@ -1,18 +1,17 @@
 """Per-clip work of the shards stage (runs in worker processes): decode to 16 kHz, check, encode.
 
 A clip's audio member holds 16-bit PCM: ``pcm16(samples)``, the very int16 values the clean stage's
-``pcm_sha256`` is computed on, so decoding the member and hashing its int16 samples gives back the kept
+``pcm_blake3`` is computed on, so decoding the member and hashing its int16 samples gives back the kept
 table's hash (the member is lossless with respect to the cleaned content).
 
 A segment of a long recording is never decoded from the raw recording again: its FLAC member (16 kHz
 mono PCM_16, written by the segmentation stage) is read from the lake by one byte-range read, decoded
-straight to int16 (lossless) and checked against the segments row (``num_samples`` and ``pcm_sha256``;
+straight to int16 (lossless) and checked against the segments row (``num_samples`` and ``pcm_blake3``;
 ``content_changed`` otherwise), then encoded like a clip.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from asr_distill import hashing
 from asr_distill.audio.decode import DecodeError, decode_object
 from asr_distill.stages.clean.metrics import pcm16
 from asr_distill.stages.shards.config import ShardConfig
@@ -32,7 +32,7 @@ from asr_distill.storage import Storage
 ENCODE_ERRORS = {
     "decode_failed": "the raw object (or a segment's FLAC member) could not be read or decoded now",
     "content_changed": (
-        "decoded 16 kHz content differs from the kept table or segments row (num_samples or pcm_sha256;"
+        "decoded 16 kHz content differs from the kept table or segments row (num_samples or pcm_blake3;"
         " for a segment also a member that is short or does not decode)"
     ),
     "outside_bucket": "the decoded duration lies outside the bucket planned from the table",
@@ -65,7 +65,7 @@ class EncodedSample:
     audio: bytes | None = None
     json: bytes | None = None
     num_samples: int = 0
-    pcm_sha256: str | None = None
+    pcm_blake3: str | None = None
     error: str | None = None  # a key of ENCODE_ERRORS
     detail: str | None = None
 
@@ -74,7 +74,7 @@ class EncodedSample:
         return self.error is None
 
 
-def sample_metadata(s: PlannedSample, num_samples: int, pcm_sha256: str, cfg: ShardConfig) -> dict[str, Any]:
+def sample_metadata(s: PlannedSample, num_samples: int, pcm_blake3: str, cfg: ShardConfig) -> dict[str, Any]:
     """The ``.json`` member's fields. Every field is present in every sample with one type (the Hugging
     Face ``webdataset`` builder infers its schema from the first samples): unknown strings are ``""``,
     ``has_text`` says whether ``text`` is a reference transcript. Provenance: ``source_key`` is the raw
@@ -94,7 +94,7 @@ def sample_metadata(s: PlannedSample, num_samples: int, pcm_sha256: str, cfg: Sh
         "speaker": s.speaker or "",
         "text": s.text or "",
         "has_text": s.text is not None,
-        "pcm_sha256": pcm_sha256,
+        "pcm_blake3": pcm_blake3,
         "bucket": cfg.bucket_label(s.bucket),
     }
 
@@ -167,17 +167,17 @@ def encode_sample(
         n = len(pcm)
         if n == 0:
             return EncodedSample(s, error="empty_audio", detail="0 samples decoded")
-        digest = hashlib.sha256(pcm.tobytes()).hexdigest()
+        digest = hashing.pcm_hex(pcm)
         if cfg.verify_content:
             if s.num_samples is not None and n != s.num_samples:
                 return EncodedSample(
                     s, error="content_changed", detail=f"{n} samples decoded, the table says {s.num_samples}"
                 )
-            if s.pcm_sha256 is not None and digest != s.pcm_sha256:
+            if s.pcm_blake3 is not None and digest != s.pcm_blake3:
                 return EncodedSample(
                     s,
                     error="content_changed",
-                    detail=f"pcm_sha256 {digest[:12]} != table {s.pcm_sha256[:12]}",
+                    detail=f"pcm_blake3 {digest[:12]} != table {s.pcm_blake3[:12]}",
                 )
         if cfg.bucket_of(n / cfg.sample_rate) != s.bucket:
             return EncodedSample(
@@ -190,6 +190,6 @@ def encode_sample(
         except Exception as exc:
             return EncodedSample(s, error="encode_failed", detail=f"{type(exc).__name__}: {exc}")
         meta = metadata_bytes(sample_metadata(s, n, digest, cfg))
-        return EncodedSample(s, audio=audio, json=meta, num_samples=n, pcm_sha256=digest)
+        return EncodedSample(s, audio=audio, json=meta, num_samples=n, pcm_blake3=digest)
     except Exception as exc:  # a bug must cost one clip, not the run
         return EncodedSample(s, error="internal_error", detail=f"{type(exc).__name__}: {exc}")

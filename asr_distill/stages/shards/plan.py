@@ -3,7 +3,7 @@
 Input columns (resolved once per table, first name present wins; see :data:`INPUT_COLUMNS`):
 ``key`` and ``partition`` (required), ``num_samples`` (16 kHz sample count; else the duration comes from
 ``decoded_duration_s`` or ``duration_s``), ``reference_text`` or ``text``, ``language``, ``speaker``,
-``pcm_sha256``. The clean stage's kept table has all of them.
+``pcm_blake3``. The clean stage's kept table has all of them.
 
 Kept segments of long recordings (``segments`` argument: rows of the segmentation stage's
 ``segments.parquet`` with ``keep`` true) are planned alike: the sample key is
@@ -50,7 +50,7 @@ INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
     "text": ("reference_text", "text"),
     "language": ("language",),
     "speaker": ("speaker",),
-    "pcm_sha256": ("pcm_sha256",),
+    "pcm_blake3": ("pcm_blake3",),
 }
 
 # Reasons a kept row gets no shard (reported in the summary; the coverage check then fails loudly).
@@ -85,7 +85,7 @@ class PlannedSample:
     text: str | None
     language: str | None
     speaker: str | None
-    pcm_sha256: str | None
+    pcm_blake3: str | None
     group: str
     # Segments of long recordings (defaults: a short clip). ``member``: (tar key, byte offset, size) of
     # the segment's FLAC member in the lake.
@@ -116,7 +116,7 @@ class PlannedSample:
                 self.text,
                 self.language,
                 self.speaker,
-                self.pcm_sha256,
+                self.pcm_blake3,
                 self.segment_key,
                 self.segment_index,
                 self.offset_s,
@@ -146,8 +146,16 @@ class PartitionPlan:
         return sum(len(b.samples) for b in self.buckets)
 
 
+STALE_HASHES = (
+    "predates BLAKE3 content hashes (it has pcm_sha256, not pcm_blake3): materialise cleaned_audio "
+    "(and segmented_audio) for the partition again"
+)
+
+
 def _resolve(names: Iterable[str]) -> dict[str, str | None]:
     present = set(names)
+    if "pcm_sha256" in present and "pcm_blake3" not in present:
+        raise ShardPlanError(f"the kept table {STALE_HASHES}")
     out: dict[str, str | None] = {}
     for norm, candidates in INPUT_COLUMNS.items():
         out[norm] = next((c for c in candidates if c in present), None)
@@ -233,7 +241,7 @@ def _repair_neighbours(order: list[PlannedSample], window: int = REPAIR_WINDOW) 
 # Columns of a segments row the plan reads (segmentation stage's SEGMENTS_SCHEMA).
 SEGMENT_COLUMNS = (
     "partition", "segment_key", "source_key", "segment_index", "keep", "num_samples", "offset_s",
-    "pcm_sha256", "tar_key", "member_offset", "member_size", "language", "speaker",
+    "pcm_blake3", "tar_key", "member_offset", "member_size", "language", "speaker",
 )  # fmt: skip
 
 
@@ -306,7 +314,7 @@ def plan_partition(
                 text=_str_or_none(get(row, "text")),
                 language=_str_or_none(get(row, "language")),
                 speaker=speaker,
-                pcm_sha256=_str_or_none(get(row, "pcm_sha256")),
+                pcm_blake3=_str_or_none(get(row, "pcm_blake3")),
                 group=group_of(key, speaker),
             )
         )
@@ -335,7 +343,7 @@ def plan_partition(
                 text=None,
                 language=_str_or_none(seg.get("language")),
                 speaker=speaker,
-                pcm_sha256=_str_or_none(seg.get("pcm_sha256")),
+                pcm_blake3=_str_or_none(seg.get("pcm_blake3")),
                 group=f"rec:{source}",
                 segment_key=key,
                 segment_index=int(seg["segment_index"]),
@@ -354,6 +362,8 @@ def _iter_segments(segments: pa.Table | Iterable[Mapping[str, Any]] | None) -> I
         return
     if isinstance(segments, pa.Table):
         missing = [c for c in SEGMENT_COLUMNS if c not in segments.column_names]
+        if "pcm_blake3" in missing and "pcm_sha256" in segments.column_names:
+            raise ShardPlanError(f"the segments table {STALE_HASHES}")
         if missing:
             raise ShardPlanError(f"segment rows lack the columns {missing}")
         for batch in segments.select(list(SEGMENT_COLUMNS)).to_batches(max_chunksize=8192):

@@ -43,7 +43,7 @@ def run_shards(
     from the segment tars in ``lake``).
 
     Shards a previous run committed are reused while they match the plan (same config fingerprint, same
-    samples, same size and sha256); ``force`` rewrites every shard.
+    samples, same size and BLAKE3 checksum); ``force`` rewrites every shard.
     """
     say = Reporter("shards", partition, progress)
     swept = sweep_stage_folder(lake, layout.shard_layout(partition).prefix, say)

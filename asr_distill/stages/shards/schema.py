@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: BLAKE3 (the shard table's blake3, the index's pcm_blake3)
 META_CONFIG = b"asr_distill.shards.config"
 META_FINGERPRINT = b"asr_distill.shards.config_fingerprint"
 META_VERSION = b"asr_distill.shards.schema_version"
@@ -31,7 +31,7 @@ SAMPLE_INDEX_SCHEMA = pa.schema(
         pa.field("offset_s", pa.float64(), nullable=False),
         pa.field("num_samples", pa.int64(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
-        pa.field("pcm_sha256", pa.string(), nullable=False),
+        pa.field("pcm_blake3", pa.string(), nullable=False),
         pa.field("audio_member", pa.string(), nullable=False),
         pa.field("audio_header_offset", pa.int64(), nullable=False),
         pa.field("audio_offset", pa.int64(), nullable=False),
@@ -55,7 +55,7 @@ SHARD_TABLE_SCHEMA = pa.schema(
         pa.field("nsamples", pa.int64(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
         pa.field("size", pa.int64(), nullable=False),
-        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("blake3", pa.string(), nullable=False),  # whole-file BLAKE3 (b3sum)
         pa.field("first_sample_key", pa.string(), nullable=False),
         pa.field("last_sample_key", pa.string(), nullable=False),
         pa.field("config_fingerprint", pa.string(), nullable=False),
@@ -64,4 +64,4 @@ SHARD_TABLE_SCHEMA = pa.schema(
 
 WIDS_KIND = "wids-shard-index-v1"
 COMMIT_KIND = "asr_distill.shards.commit"
-COMMIT_VERSION = 2
+COMMIT_VERSION = 3  # 3: BLAKE3 checksums and content hashes

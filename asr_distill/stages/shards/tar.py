@@ -68,7 +68,7 @@ def ustar_header(name: str, size: int) -> bytes:
 class TarWriter:
     """Append members to a binary file object; ``close()`` writes the end of the archive.
 
-    Tracks offsets itself (the file object need not be seekable). ``hasher`` (e.g. ``hashlib.sha256()``)
+    Tracks offsets itself (the file object need not be seekable). ``hasher`` (e.g. ``asr_distill.hashing.new()``)
     sees every byte written, so the archive's digest costs no second read.
     """
 

@@ -7,7 +7,6 @@ it meant to write, so they catch a writer bug as well as damage done afterwards.
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import json
 import tarfile
@@ -17,6 +16,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import soundfile as sf
 
+from asr_distill import hashing
 from asr_distill.lake import ShardLayout, shard_layout
 from asr_distill.stages.shards.config import ShardConfig
 from asr_distill.stages.shards.schema import WIDS_KIND
@@ -115,7 +115,7 @@ def check_shard_sizes(shards: pa.Table, config: ShardConfig) -> list[Problem]:
 class _HashingReader(io.RawIOBase):
     def __init__(self, fh: BinaryIO) -> None:
         self._fh = fh
-        self.sha = hashlib.sha256()
+        self.hash = hashing.new()
         self.size = 0
 
     def readable(self) -> bool:
@@ -125,7 +125,7 @@ class _HashingReader(io.RawIOBase):
         data = self._fh.read(len(b))
         n = len(data)
         b[:n] = data
-        self.sha.update(data)
+        self.hash.update(data)
         self.size += n
         return n
 
@@ -170,8 +170,8 @@ def _check_one_tar(
         reader.drain()
         if reader.size != shard["size"]:
             bad("size_mismatch", size=reader.size, expected=shard["size"])
-        if reader.sha.hexdigest() != shard["sha256"]:
-            bad("sha256_mismatch")
+        if reader.hash.hexdigest() != shard["blake3"]:
+            bad("blake3_mismatch")
     if len(members) != 2 * len(rows) or len(members) != 2 * shard["nsamples"]:
         bad("member_count", members=len(members), samples=len(rows), nsamples=shard["nsamples"])
     for i, row in enumerate(rows):
@@ -231,7 +231,7 @@ def check_tars(
     only: Iterable[str] | None = None,
 ) -> list[Problem]:
     """Every shard opens as a tar of two members per sample (``<key>.<audio>``, ``<key>.json``) in index
-    order, with the fixed metadata, the indexed offsets and sizes, the recorded size and sha256; every
+    order, with the fixed metadata, the indexed offsets and sizes, the recorded size and BLAKE3 checksum; every
     JSON parses and names its sample; with ``decode_audio`` every audio header says mono at the sample
     rate with the indexed sample count. Reads every shard once (streamed); ``only`` limits the check to
     those shard keys (e.g. ``summary.written_keys``: reused shards were re-hashed before reuse)."""

@@ -7,7 +7,7 @@ Flow of :func:`write_shards`:
 2. Per bucket, the shards a previous run committed are reused while they match the plan: same config
    fingerprint, same samples (sample key + digest of the planned content) at the same positions, closed
    for the same reason (the count bound; the bucket's end; or the byte bound, then with the same next
-   sample, whose size decided it), and the object still has the recorded size and sha256.
+   sample, whose size decided it), and the object still has the recorded size and BLAKE3 checksum.
 3. Every remaining clip is decoded (a segment of a long recording: its FLAC member read by byte range
    from the lake), checked and encoded in a process pool (bounded: at most
    ``2 * workers`` chunks in flight), and the results come back in plan order.
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,6 +39,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asr_distill import hashing
 from asr_distill.lake import ShardLayout, shard_layout
 from asr_distill.stages._procpool import ExecutorSpec, OrderedPool, chunked, default_workers
 from asr_distill.stages.readahead import Fetched, PrefetchedStore, ReadAhead, wants_read_ahead
@@ -64,7 +64,6 @@ from asr_distill.stages.shards.schema import (
 )
 from asr_distill.stages.shards.tar import TarWriter
 from asr_distill.storage import ObjectNotFoundError, Storage, StorageError
-from asr_distill.tableio import object_sha256
 
 # -- worker side ------------------------------------------------------------------------------
 # A chunk item: a planned sample, or one with its audio read ahead by the driver (a remote store).
@@ -256,14 +255,14 @@ class _ShardRecord:
     bucket: int
     seq: int
     size: int
-    sha256: str
+    blake3: str
     next: list[str] | None  # [sample_key, digest] of the sample after it; None at the bucket's end
     closed_by: str = "end"  # "samples" (count bound reached), "bytes" (the next sample did not fit), "end"
     sample_keys: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
     source_keys: list[str] = field(default_factory=list)
     num_samples: list[int] = field(default_factory=list)
-    pcm_sha256: list[str] = field(default_factory=list)
+    pcm_blake3: list[str] = field(default_factory=list)
     segment_keys: list[str | None] = field(default_factory=list)  # None for a short clip
     segment_index: list[int] = field(default_factory=list)  # -1 for a short clip
     offset_s: list[float] = field(default_factory=list)
@@ -280,7 +279,7 @@ class _ShardRecord:
             "bucket": self.bucket,
             "seq": self.seq,
             "size": self.size,
-            "sha256": self.sha256,
+            "blake3": self.blake3,
             "next": self.next,
             "closed_by": self.closed_by,
             "samples": {
@@ -288,7 +287,7 @@ class _ShardRecord:
                 "digest": self.digests,
                 "source_key": self.source_keys,
                 "num_samples": self.num_samples,
-                "pcm_sha256": self.pcm_sha256,
+                "pcm_blake3": self.pcm_blake3,
                 "segment_key": self.segment_keys,
                 "segment_index": self.segment_index,
                 "offset_s": self.offset_s,
@@ -309,14 +308,14 @@ class _ShardRecord:
             bucket=int(doc["bucket"]),
             seq=int(doc["seq"]),
             size=int(doc["size"]),
-            sha256=str(doc["sha256"]),
+            blake3=str(doc["blake3"]),
             next=doc["next"],
             closed_by=str(doc["closed_by"]),
             sample_keys=s["sample_key"],
             digests=s["digest"],
             source_keys=s["source_key"],
             num_samples=s["num_samples"],
-            pcm_sha256=s["pcm_sha256"],
+            pcm_blake3=s["pcm_blake3"],
             segment_keys=s["segment_key"],
             segment_index=s["segment_index"],
             offset_s=s["offset_s"],
@@ -330,7 +329,7 @@ class _ShardRecord:
                 rec.digests,
                 rec.source_keys,
                 rec.num_samples,
-                rec.pcm_sha256,
+                rec.pcm_blake3,
                 rec.segment_keys,
                 rec.segment_index,
                 rec.offset_s,
@@ -357,7 +356,7 @@ def _reusable(
     bucket: BucketPlan,
     fingerprint: str,
     cfg: ShardConfig,
-    verify_sha256: bool,
+    verify_checksum: bool,
 ) -> list[int]:
     """Sample counts of the leading shards of ``bucket`` that a previous run committed and that match
     the plan (records are re-read when their rows are emitted, so memory does not hold them all)."""
@@ -395,7 +394,7 @@ def _reusable(
             break
         if info.size != rec.size:
             break
-        if verify_sha256 and object_sha256(lake, rec.shard_key) != rec.sha256:
+        if verify_checksum and hashing.object_hex(lake, rec.shard_key) != rec.blake3:
             break
         out.append(n)
         pos += n
@@ -410,9 +409,9 @@ class _ShardBuilder:
         self.key, self.bucket, self.seq, self.cfg = key, bucket, seq, cfg
         self._cm = lake.open_write(key, suffix=".tar")
         fh: BinaryIO = self._cm.__enter__()
-        self._hash = hashlib.sha256()
+        self._hash = hashing.new()
         self.tar = TarWriter(fh, self._hash)
-        self.rec = _ShardRecord(shard_key=key, bucket=bucket, seq=seq, size=0, sha256="", next=None)
+        self.rec = _ShardRecord(shard_key=key, bucket=bucket, seq=seq, size=0, blake3="", next=None)
         self.duration_s = 0.0
 
     @property
@@ -429,7 +428,7 @@ class _ShardBuilder:
         return None
 
     def add(self, r: EncodedSample) -> None:
-        assert r.audio is not None and r.json is not None and r.pcm_sha256 is not None
+        assert r.audio is not None and r.json is not None and r.pcm_blake3 is not None
         s = r.sample
         ext = self.cfg.audio_extension
         a_hdr, a_off = self.tar.add(f"{s.sample_key}.{ext}", r.audio)
@@ -439,7 +438,7 @@ class _ShardBuilder:
         rec.digests.append(s.digest)
         rec.source_keys.append(s.source_key)
         rec.num_samples.append(r.num_samples)
-        rec.pcm_sha256.append(r.pcm_sha256)
+        rec.pcm_blake3.append(r.pcm_blake3)
         rec.segment_keys.append(s.segment_key)
         rec.segment_index.append(s.segment_index)
         rec.offset_s.append(float(s.offset_s))
@@ -450,7 +449,7 @@ class _ShardBuilder:
     def finish(self, next_sample: PlannedSample | None, closed_by: str) -> _ShardRecord:
         """Close the tar and fill the record; :meth:`publish` then uploads the shard."""
         self.rec.size = self.tar.close()
-        self.rec.sha256 = self._hash.hexdigest()
+        self.rec.blake3 = self._hash.hexdigest()
         self.rec.next = None if next_sample is None else [next_sample.sample_key, next_sample.digest]
         self.rec.closed_by = closed_by
         return self.rec
@@ -536,7 +535,7 @@ class _Outputs:
             "offset_s": rec.offset_s,
             "num_samples": rec.num_samples,
             "duration_s": durations,
-            "pcm_sha256": rec.pcm_sha256,
+            "pcm_blake3": rec.pcm_blake3,
             "audio_member": [f"{k}.{ext}" for k in rec.sample_keys],
             "audio_header_offset": [a[0] for a in rec.audio],
             "audio_offset": [a[1] for a in rec.audio],
@@ -559,7 +558,7 @@ class _Outputs:
                 "nsamples": n,
                 "duration_s": total,
                 "size": rec.size,
-                "sha256": rec.sha256,
+                "blake3": rec.blake3,
                 "first_sample_key": rec.sample_keys[0],
                 "last_sample_key": rec.sample_keys[-1],
                 "config_fingerprint": self.fp,
@@ -607,7 +606,7 @@ def wids_index(layout: ShardLayout, shard_rows: list[dict[str, Any]]) -> dict[st
                 "url": layout.relative(r["shard_key"]),
                 "nsamples": r["nsamples"],
                 "filesize": r["size"],
-                "sha256": r["sha256"],
+                "blake3": r["blake3"],
                 "bucket": r["bucket"],
                 "duration_s": r["duration_s"],
             }
