@@ -41,7 +41,9 @@ def test_every_format_probes_to_its_real_properties(demo_corpus):
         assert p.frames == pytest.approx(p.duration_s * p.sample_rate, abs=1)
 
 
-@pytest.mark.parametrize("kind", sorted(EXPECTED_ERRORS) + sorted(HEADER_DIFFERS) + ["digital_silence", "non_finite", "too_long"])
+@pytest.mark.parametrize(
+    "kind", sorted(EXPECTED_ERRORS) + sorted(HEADER_DIFFERS) + ["digital_silence", "non_finite", "too_long"]
+)
 def test_every_broken_kind(demo_corpus, kind):
     store, report = demo_corpus
     entries = [e for e in _audio_entries(report) if e.outcome == kind]
@@ -59,7 +61,9 @@ def test_every_broken_kind(demo_corpus, kind):
             if e.header_duration_s:
                 assert p.header_duration_s == pytest.approx(e.header_duration_s, rel=0.02)
         if kind == "header_overclaims":
-            assert p.duration_s == pytest.approx(1.0, abs=0.05) and p.header_duration_s == pytest.approx(7200, rel=0.01)
+            assert p.duration_s == pytest.approx(1.0, abs=0.05) and p.header_duration_s == pytest.approx(
+                7200, rel=0.01
+            )
         if kind == "too_long":
             assert p.duration_s > 40
 
@@ -78,7 +82,10 @@ def test_bytes_and_path_probes_agree(demo_corpus):
         by_path = probe_audio(store.local_path(e.key))
         by_bytes = probe_audio(store.read_bytes(e.key))
         assert (by_path.error, by_path.frames, by_path.sample_rate, by_path.header_duration_s) == (
-            by_bytes.error, by_bytes.frames, by_bytes.sample_rate, by_bytes.header_duration_s,
+            by_bytes.error,
+            by_bytes.frames,
+            by_bytes.sample_rate,
+            by_bytes.header_duration_s,
         ), e.key
 
 

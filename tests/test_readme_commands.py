@@ -29,8 +29,13 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True)
     proc = subprocess.run(
-        ["make", "demo"], cwd=clone, env=_env(CI="true"), stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=1200,
+        ["make", "demo"],
+        cwd=clone,
+        env=_env(CI="true"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     out = proc.stdout
@@ -39,7 +44,15 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     partitions = sorted(p.name for p in (clone / "data" / "raw").iterdir() if p.is_dir())
     # make demo writes a long-form partition and the multilingual ones: ja_read (Japanese, declared) and
     # mixed_lang (Japanese and English, no declared language)
-    assert partitions == ["broken", "en_conversational", "en_mixed", "en_read", "ja_read", "longform", "mixed_lang"]
+    assert partitions == [
+        "broken",
+        "en_conversational",
+        "en_mixed",
+        "en_read",
+        "ja_read",
+        "longform",
+        "mixed_lang",
+    ]
     for p in partitions:
         index = lake / "audio_index" / p / "audio_index.parquet"
         assert str(index) in out
@@ -56,9 +69,12 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     # the runs succeeded), one labels file per shard.
     for p in partitions:
         current = json.loads((lake / "teacher_labels" / p / "current.json").read_text())
-        shards = pq.read_table(lake / "webdataset_shards" / p / "shards.parquet").column("shard_key").to_pylist()
+        shards = (
+            pq.read_table(lake / "webdataset_shards" / p / "shards.parquet").column("shard_key").to_pylist()
+        )
         assert sorted(current["shards"]) == sorted(shards)
         assert all((lake / key).exists() for key in current["labels"])
+
     # The default teacher (Whisper base) identified the languages: Japanese where declared, and each
     # clip of the undeclared mixed partition.
     def labels_of(p: str) -> pa.Table:
@@ -84,15 +100,32 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     dagster = str(clone / ".venv" / "bin" / "dagster")
     env = _env(DAGSTER_HOME=str(clone / ".dagster_home"))
     run = subprocess.run(
-        [dagster, "asset", "materialize", "-m", "asr_distill.definitions", "--select", "audio_index",
-         "--partition", "en_read"],
-        cwd=clone, env=env, capture_output=True, text=True, timeout=300,
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "asr_distill.definitions",
+            "--select",
+            "audio_index",
+            "--partition",
+            "en_read",
+        ],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     tags = json.dumps({"dagster/partition": "broken"})
     run = subprocess.run(
         [dagster, "job", "execute", "-m", "asr_distill.definitions", "-j", "distill_job", "--tags", tags],
-        cwd=clone, env=env, capture_output=True, text=True, timeout=300,
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-3000:]
@@ -104,7 +137,11 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     )
     run = subprocess.run(
         [dagster, "job", "execute", "-m", "asr_distill.definitions", "-j", "cpu_stages_job", "--tags", tags],
-        cwd=clone, env=env, capture_output=True, text=True, timeout=300,
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-3000:]
@@ -125,8 +162,21 @@ def _free_port() -> int:
 def _check_dagster_dev_shows_assets(clone: Path, env: dict[str, str]) -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [str(clone / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(clone / ".venv" / "bin" / "dagster"),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
@@ -134,15 +184,25 @@ def _check_dagster_dev_shows_assets(clone: Path, env: dict[str, str]) -> None:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and "training_manifests" not in keys:
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=query,
+                    headers={"Content-Type": "application/json"},
+                )
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     nodes = json.load(resp)["data"]["assetNodes"]
                 keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             except (OSError, KeyError, ValueError):
                 time.sleep(2)
-        assert {"raw_audio", "audio_index", "cleaned_audio", "segmented_audio", "webdataset_shards",
-                "teacher_labels", "training_manifests"} <= keys, keys
+        assert {
+            "raw_audio",
+            "audio_index",
+            "cleaned_audio",
+            "segmented_audio",
+            "webdataset_shards",
+            "teacher_labels",
+            "training_manifests",
+        } <= keys, keys
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -37,7 +37,13 @@ BAD_KEYS = [
 @pytest.mark.parametrize(("key", "why"), BAD_KEYS)
 def test_bad_keys_are_rejected_with_the_key_named(tmp_path, key, why):
     store = LocalStorage(tmp_path / "root")
-    for op in (store.stat, store.read_bytes, lambda k: store.write_bytes(k, b"x"), store.delete, store.local_path):
+    for op in (
+        store.stat,
+        store.read_bytes,
+        lambda k: store.write_bytes(k, b"x"),
+        store.delete,
+        store.local_path,
+    ):
         with pytest.raises(InvalidKeyError) as err:
             op(key)
         assert repr(key)[:60] in str(err.value) or repr(key)[:60].rstrip("'") in str(err.value)
@@ -46,7 +52,9 @@ def test_bad_keys_are_rejected_with_the_key_named(tmp_path, key, why):
     assert not (tmp_path / "b.wav").exists()
 
 
-@pytest.mark.parametrize("key", ["a.wav", "dir/sub/b c.wav", "broken/café olé.wav", "日本語/クリップ 1.flac", "x.y.z"])
+@pytest.mark.parametrize(
+    "key", ["a.wav", "dir/sub/b c.wav", "broken/café olé.wav", "日本語/クリップ 1.flac", "x.y.z"]
+)
 def test_good_keys_roundtrip(tmp_path, key):
     store = LocalStorage(tmp_path)
     assert validate_key(key) == key
@@ -86,7 +94,9 @@ def test_listing_is_sorted_like_a_flat_object_store(tmp_path):
     listed = [o.key for o in store.iter_objects()]
     assert listed == sorted(keys)  # code-point order == UTF-8 byte order
     assert [o.key for o in store.iter_objects("p/b")] == ["p/b.txt", "p/b.wav", "p/b/c.wav"]
-    assert [o.key for o in store.iter_objects("p/", recursive=False)] == sorted(k for k in keys if k.count("/") == 1 and k.startswith("p/"))
+    assert [o.key for o in store.iter_objects("p/", recursive=False)] == sorted(
+        k for k in keys if k.count("/") == 1 and k.startswith("p/")
+    )
     assert list(store.list_prefixes()) == ["p/", "q/"]
     assert list(store.list_prefixes("p/")) == ["p/b/"]
     assert list(store.iter_objects("nope/")) == []
