@@ -368,3 +368,33 @@ def test_throttling_with_requests_in_flight_changes_nothing(oss_server_session, 
         counts = run_stages(server, raw, lake, PARTITION, "process")
     assert counts["faults"]["503"] > 0 and counts["faults"]["reset"] > 0
     assert lake_objects(lake) == two_runs[16]["lake"]
+
+
+def test_an_index_chunk_on_a_store_with_latency_is_probed_by_threads(
+    oss_server_session, raw_bucket, monkeypatch
+):
+    """A pool task (a Ray task on OSS) probes its chunk's groups with ``io_concurrency`` threads: the same
+    rows, in the same order, as one after another."""
+    from asr_distill.stages.index import build
+
+    bucket, _ = raw_bucket
+    real = build._group_rows
+    out: dict[int, tuple[list[Any], int]] = {}
+    oss_server_session.latency_s = 0.02  # requests overlap only if they are made concurrently
+    try:
+        for io in (1, 8):
+            raw = store(oss_server_session, bucket, "corpus", io_concurrency=io)
+            packed = [build._pack(g) for g in group_listing(raw.iter_objects(f"{PARTITION}/")) if g.audio]
+            threads: set[int] = set()
+
+            def spy(*args: Any, _seen: set[int] = threads) -> Any:
+                _seen.add(threading.get_ident())
+                return real(*args)
+
+            monkeypatch.setattr(build, "_group_rows", spy)
+            out[io] = (build._probe_packed(packed, raw, PARTITION), len(threads))
+            monkeypatch.setattr(build, "_group_rows", real)
+    finally:
+        oss_server_session.latency_s = 0.0
+    assert len(out[1][0]) > 5 and out[1][0] == out[8][0]
+    assert out[1][1] == 1 and out[8][1] > 1

@@ -427,11 +427,19 @@ def _unpack(packed: PackedGroup) -> Group:
 
 
 def _probe_packed(packed: list[PackedGroup], raw: Storage, partition: str) -> list[list[tuple[Any, ...]]]:
-    """The rows (as tuples in :data:`ROW_FIELDS` order) of each group of a chunk (runs in a pool worker)."""
-    out = []
-    for p in packed:
-        out.append([tuple(row.values()) for row in _group_rows(raw, partition, _unpack(p))])
-    return out
+    """The rows (as tuples in :data:`ROW_FIELDS` order) of each group of a chunk (runs in a pool worker).
+
+    On a store with request latency (``io_concurrency`` > 1: a Ray task reading OSS) the chunk's groups
+    are probed by that many threads, in order; on a local store one after another."""
+
+    def rows(p: PackedGroup) -> list[tuple[Any, ...]]:
+        return [tuple(row.values()) for row in _group_rows(raw, partition, _unpack(p))]
+
+    threads = min(len(packed), getattr(raw, "io_concurrency", 1))
+    if threads <= 1:
+        return [rows(p) for p in packed]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="probe") as pool:
+        return list(pool.map(rows, packed))
 
 
 def _crashed_rows(raw: Storage, partition: str, group: Group, detail: str) -> list[dict[str, Any]]:
