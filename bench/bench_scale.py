@@ -227,7 +227,9 @@ def _make_store(n_objects: int) -> Any:
                         emitted += 1
                 stem += 1
 
-        def iter_objects(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        def iter_objects(
+            self, prefix: str = "", *, recursive: bool = True, include_unaddressable: bool = False
+        ) -> Iterator[ObjectInfo]:
             for obj in self._objects():
                 if obj.key.startswith(prefix):
                     yield obj

@@ -51,9 +51,8 @@ def vllm_python() -> Path | None:
 
 # -- worker: runs in the vLLM environment -----------------------------------------------------------
 def english_clips(limit: int) -> tuple[list[tuple[str, object]], list[str]]:
-    from asr_distill.teachers.hf_parity import load_clips
-
     from asr_distill.demo.corpus import generate_corpus
+    from asr_distill.hf_parity import load_clips
     from asr_distill.storage import LocalStorage
     from asr_distill.teachers.base import SAMPLE_RATE
 
