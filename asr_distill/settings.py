@@ -129,7 +129,7 @@ RAY_SHARED_FS = _setting(
     "ASR_DISTILL_RAY_SHARED_FS",
     "0",
     "`1`: every node of the remote Ray cluster mounts the local raw and lake directories at the same "
-    "paths, so index/clean/shards may run there as Ray tasks with local stores",
+    "paths, so index/clean/segment/shards may run there as Ray tasks with local stores",
 )
 KUBERAY_IMAGE = _setting("ASR_DISTILL_KUBERAY_IMAGE", None, "image of the KubeRay cluster (`kuberay` only)")
 KUBERAY_CLUSTER = _setting(

@@ -1,9 +1,11 @@
 """``segmented_audio``: the clean stage's long-form recordings cut into <= 30 s speech segments (VAD)."""
 
+import dataclasses
 import json
 from typing import Any
 
 import dagster as dg
+from dagster_ray import RayResource
 from pydantic import Field
 
 from asr_distill import lake as layout
@@ -23,6 +25,8 @@ from asr_distill.assets._policies import (
 from asr_distill.assets.cleaned_audio import cleaned_audio
 from asr_distill.partitions import raw_prefix_partitions, run_partition_keys
 from asr_distill.resources import StorageResource
+from asr_distill.resources.ray import CPU_STAGE_EXECUTOR_DOC, cpu_stage_executor
+from asr_distill.stages._procpool import ExecutorSpec
 from asr_distill.stages.clean import CleanConfig
 from asr_distill.stages.clean.schema import META_CONFIG as CLEAN_META_CONFIG
 from asr_distill.stages.progress import to_log
@@ -43,6 +47,7 @@ class SegmentedAudioConfig(dg.Config):
     flac_compression_level: float = Field(default=0.5, description="FLAC level of the segment members.")
     workers: int = Field(default=0, description="Segmentation processes (0 = one per core).")
     force: bool = Field(default=False, description="Segment every recording again, even when reusable.")
+    executor: str = Field(default="auto", description=CPU_STAGE_EXECUTOR_DOC)
 
 
 def clean_config_of(lake: Storage, partition: str) -> CleanConfig:
@@ -84,10 +89,16 @@ def segmented_audio(
     config: SegmentedAudioConfig,
     raw: StorageResource,
     lake: StorageResource,
+    ray_cluster: RayResource,
 ) -> dg.MaterializeResult:
     raw_store, lake_store = raw.get(), lake.get()
+    # Workers write each recording's tar to the lake themselves: both stores must reach them.
+    ray_tasks = cpu_stage_executor(
+        config.executor, ray_cluster, {"raw": raw_store, "lake": lake_store}, context, "segmented_audio"
+    )
     return materialize_partitions(
-        context, lambda p: _segment_partition(context, config, raw_store, lake_store, p)
+        context,
+        lambda p: _segment_partition(context, config, raw_store, lake_store, p, ray_tasks or "process"),
     )
 
 
@@ -97,8 +108,9 @@ def _segment_partition(
     raw_store: Storage,
     lake_store: Storage,
     partition: str,
+    executor: ExecutorSpec = "process",
 ) -> dict[str, Any]:
-    cfg = stage_config(config, clean_config_of(lake_store, partition))
+    cfg = dataclasses.replace(stage_config(config, clean_config_of(lake_store, partition)), executor=executor)
     s = run_segment(
         raw_store, lake_store, partition, cfg, force=config.force, progress=to_log(context.log.info)
     )

@@ -345,7 +345,7 @@ __all__ = [
 ]
 
 
-# -- index, clean and shards on the cluster ----------------------------------------------------------
+# -- index, clean, segment and shards on the cluster---------------------------------------------------------
 CPU_STAGE_EXECUTORS = ("auto", "local", "ray")
 CPU_STAGE_EXECUTOR_DOC = (
     "Where the stage's per-file work runs: 'local' = a process pool on this step's machine; 'ray' = "

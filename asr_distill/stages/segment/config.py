@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from asr_distill.audio import vad as vad_mod
-from asr_distill.stages._procpool import EXECUTORS, Executor
+from asr_distill.stages._procpool import ExecutorSpec, check_executor
 from asr_distill.stages.clean.config import CleanConfig
 from asr_distill.stages.configbase import StageConfig
 from asr_distill.stages.segment.plan import SegmentConfig
@@ -37,7 +37,8 @@ class SegmentStageConfig(StageConfig):
     * ``block_s=60``: samples per onnxruntime call (memory flat in recording length; any value gives
       the same probabilities, so it is not part of the fingerprint).
     * ``workers=None`` (usable cores), ``executor="process"``: recordings run in parallel on the
-      project's process pool, one recording per task, one onnxruntime thread per worker.
+      project's process pool, one recording per task, one onnxruntime thread per worker; ``"ray"`` or a
+      :class:`~asr_distill.stages._raypool.RayTasks`: the same tasks on the connected Ray cluster.
     """
 
     segment: SegmentConfig = field(default_factory=SegmentConfig)
@@ -45,7 +46,7 @@ class SegmentStageConfig(StageConfig):
     flac_compression_level: float = 0.5
     block_s: float = 60.0
     workers: int | None = None
-    executor: Executor = "process"
+    executor: ExecutorSpec = "process"
 
     def __post_init__(self) -> None:
         if self.clean.target_rate != vad_mod.SAMPLE_RATE:
@@ -56,8 +57,7 @@ class SegmentStageConfig(StageConfig):
             raise ValueError("block_s must be positive")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be >= 1")
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {EXECUTORS}")
+        check_executor(self.executor)
 
     @property
     def block_samples(self) -> int:
@@ -100,7 +100,7 @@ class SegmentStageConfig(StageConfig):
             "flac_compression_level": self.flac_compression_level,
             "block_s": self.block_s,
             "workers": self.workers,
-            "executor": self.executor,
+            "executor": self.executor if isinstance(self.executor, str) else "ray",
         }
 
     def fingerprint_payload(self) -> dict[str, Any]:

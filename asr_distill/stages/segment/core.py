@@ -300,7 +300,7 @@ def run_segment(
     report = Reporter(STAGE, partition, progress)
     summary = SegmentSummary(partition=partition)
     start = last_report = time.monotonic()
-    n_workers = max(1, min(cfg.workers or default_workers(), len(rows)))
+    n_workers = max(1, min(cfg.workers or default_workers(cfg.executor), len(rows)))
     inputs: dict[str, Mapping[str, Any]] = {}  # rows in flight, by key (bounded by in_flight)
     referenced: set[str] = set()
 
