@@ -314,6 +314,7 @@ def test_clean_and_shards_read_each_object_once(two_runs):
             "GET_RANGE": 0,
         }
         assert kept.num_rows > 0
+        assert clean["lake"]["GET"] == 1  # the index, once: its checksum and its rows from one read
 
 
 def test_a_vanished_object_gives_the_same_row_with_and_without_read_ahead(oss_server_session, raw_bucket):

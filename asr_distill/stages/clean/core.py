@@ -430,8 +430,12 @@ def read_index_rows(store: Storage, key: str, *, batch_rows: int = 10_000) -> It
 
     The index table (metadata only, ~200 bytes a row) is loaded to sort it; rows are then yielded.
     """
-    table = read_table(store, key).sort_by("key")
-    for rb in table.to_batches(max_chunksize=batch_rows):
+    yield from index_table_rows(read_table(store, key), batch_rows=batch_rows)
+
+
+def index_table_rows(table: pa.Table, *, batch_rows: int = 10_000) -> Iterator[Row]:
+    """Rows of an ``audio_index`` table, sorted by key."""
+    for rb in table.sort_by("key").to_batches(max_chunksize=batch_rows):
         yield from rb.to_pylist()
 
 

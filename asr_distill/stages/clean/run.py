@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from asr_distill import lake as layout
-from asr_distill.hashing import object_hex
+from asr_distill.hashing import bytes_hex
 from asr_distill.stages._procpool import ExecutorSpec
 from asr_distill.stages.clean.config import CleanConfig
-from asr_distill.stages.clean.core import load_known_hashes, read_index_rows
+from asr_distill.stages.clean.core import index_table_rows, load_known_hashes
 from asr_distill.stages.clean.writer import CleanSummary, clean_to_tables, reusable_clean
 from asr_distill.stages.leftovers import sweep_stage_folder
 from asr_distill.stages.progress import ProgressFn, Reporter
@@ -53,7 +56,9 @@ def run_clean(
             f"{partition}: {len(stale)} other partitions' tables predate BLAKE3 content hashes (no "
             f"pcm_blake3; e.g. {stale[0]}): not used for duplicate detection until they are cleaned again"
         )
-    index_blake3 = object_hex(lake, index_key)
+    # One GET of the index serves its checksum (the reuse decision) and, when cleaning, its rows.
+    index_bytes = lake.read_bytes(index_key)
+    index_blake3 = bytes_hex(index_bytes)
     reused = None
     if not force:
         reused = reusable_clean(
@@ -75,7 +80,7 @@ def run_clean(
     else:
         say(f"{partition}: cleaning; {len(known)} hashes known from {len(others)} other partitions")
         summary = clean_to_tables(
-            read_index_rows(lake, index_key),
+            index_table_rows(pq.read_table(pa.BufferReader(index_bytes))),
             raw,
             lake,
             kept_key=kept_key,
