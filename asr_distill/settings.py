@@ -77,7 +77,8 @@ TMP_MAX_AGE_S = _setting(
     "ASR_DISTILL_TMP_MAX_AGE_S",
     "3600",
     "age (seconds since last modified) after which a stage sweeps `.asrd-tmp-*` leftovers of killed "
-    "writes from the lake folder it writes (a live local writer's are always kept)",
+    "writes from the lake folder it writes, and killed processes' `asrd-*` scratch folders from the "
+    "temporary directory (a live local writer's are always kept)",
 )
 EXECUTOR = _setting(
     "ASR_DISTILL_EXECUTOR",

@@ -314,3 +314,45 @@ def test_stages_sweep_stale_temporaries_of_their_folder_and_count_them(tmp_path,
     monkeypatch.setenv("ASR_DISTILL_TMP_MAX_AGE_S", "soon")
     with pytest.raises(ValueError, match="ASR_DISTILL_TMP_MAX_AGE_S"):
         run_index(raw, lake, P, INLINE)
+
+
+def test_scratch_folders_of_killed_processes_are_swept_and_live_ones_kept(tmp_path) -> None:
+    """Copies of remote objects and staged uploads live in ``asrd-<kind>-<owner>.*`` folders of the
+    temporary directory; a SIGKILLed process cannot remove its own, the next stage's sweep does."""
+    from asr_distill.storage.scratch import scratch_prefix, sweep_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(dead.stdout)
+    mine = scratch_prefix("copy") + "abc"
+    dead_name = mine.replace(f".{os.getpid()}.", f".{dead_pid}.", 1)
+    other_host = "asrd-write-0123abcd.1.1.xyz"
+    unrelated = "asrd-something-else"
+    old = time.time() - 7200
+    for name in (mine, dead_name, other_host, unrelated):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "object.wav").write_bytes(b"x" * 100)
+        for p in (tmp_path / name / "object.wav", tmp_path / name):
+            os.utime(p, (old, old))
+    fresh_dead = scratch_prefix("stage").replace(f".{os.getpid()}.", f".{dead_pid}.", 1) + "new"
+    (tmp_path / fresh_dead).mkdir()
+    r = sweep_scratch(3600, root=tmp_path)
+    assert (r.removed, r.removed_bytes) == (1, 100)
+    assert sorted(os.listdir(tmp_path)) == sorted([mine, other_host, unrelated, fresh_dead])
+    assert sweep_scratch(0, root=tmp_path).removed == 1  # the dead one modified just now, with no age
+    assert sorted(os.listdir(tmp_path)) == sorted([mine, other_host, unrelated])
+
+
+def test_copies_of_remote_objects_live_in_folders_named_for_their_process(
+    tmp_path, oss_server, oss_bucket
+) -> None:
+    from oss_server import store_options
+
+    from asr_distill.storage import open_storage
+
+    store = open_storage(f"oss://{oss_bucket}/s", **store_options(oss_server))
+    store.write_bytes("a.wav", b"RIFF")
+    with store.versioned_copy("a.wav", suffix=".wav") as (path, _info):
+        assert path.parent.name.startswith("asrd-copy-") and f".{os.getpid()}." in path.parent.name
+    with store.local_copy("a.wav") as path:
+        assert path.parent.name.startswith("asrd-copy-") and f".{os.getpid()}." in path.parent.name
+    assert not path.exists()

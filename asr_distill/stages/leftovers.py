@@ -13,6 +13,7 @@ from asr_distill import settings
 from asr_distill.stages.progress import Reporter
 from asr_distill.storage import Storage
 from asr_distill.storage.base import SweepResult
+from asr_distill.storage.scratch import sweep_scratch
 
 
 def tmp_max_age_s() -> float:
@@ -33,10 +34,19 @@ def sweep_stage_folder(
     lake: Storage, prefix: str, say: Reporter | None = None, *, max_age_s: float | None = None
 ) -> SweepResult:
     """Remove stale temporaries below the stage's output folder ``prefix``; log what was removed."""
-    result = lake.sweep_temporaries(prefix, max_age_s=tmp_max_age_s() if max_age_s is None else max_age_s)
+    age = tmp_max_age_s() if max_age_s is None else max_age_s
+    result = lake.sweep_temporaries(prefix, max_age_s=age)
     if result.removed and say is not None:
         say(
             f"swept {result.removed} stale temporaries ({result.removed_bytes} bytes) of killed writes "
             f"from {lake.url(prefix)}: {', '.join(result.sample)}"
+        )
+    # Scratch folders of killed processes on this machine (copies of and uploads to remote stores):
+    # logged, not counted in the lake's result (they belong to no partition).
+    scratch = sweep_scratch(age)
+    if scratch.removed and say is not None:
+        say(
+            f"swept {scratch.removed} scratch folders ({scratch.removed_bytes} bytes) of killed processes "
+            f"from this machine's temporary directory: {', '.join(scratch.sample)}"
         )
     return result

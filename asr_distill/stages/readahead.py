@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from asr_distill.storage import ObjectInfo, Storage
+from asr_distill.storage.scratch import scratch_prefix
 
 T = TypeVar("T")
 
@@ -136,7 +137,7 @@ class ReadAhead(Generic[T]):
         self.depth = depth
         self.max_bytes = max_bytes
         self._pool = ThreadPoolExecutor(depth, thread_name_prefix=name)
-        self._tmp = tempfile.mkdtemp(prefix="asrd-readahead-")
+        self._tmp = tempfile.mkdtemp(prefix=scratch_prefix("readahead"))
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._paths: dict[str, str] = {}  # key -> local copy not yet released

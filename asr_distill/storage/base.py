@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from asr_distill.storage.scratch import scratch_prefix
+
 MAX_KEY_BYTES = 1023
 
 
@@ -230,7 +232,7 @@ class Storage(ABC):
                 raise ObjectNotFoundError(f"{self.url(key)} does not exist")
             yield path
             return
-        with tempfile.TemporaryDirectory(prefix="asrd-copy-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("copy")) as tmp:
             dest = Path(tmp) / ("object" + suffix)
             with self.open_read(key) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
@@ -264,7 +266,7 @@ class Storage(ABC):
     def open_write(self, key: str, suffix: str = "") -> Iterator[BinaryIO]:
         """Write through a file object; the object appears only if the block ends without error."""
         validate_key(key)
-        with tempfile.TemporaryDirectory(prefix="asrd-write-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("write")) as tmp:
             path = Path(tmp) / ("object" + suffix)
             with open(path, "wb") as fh:
                 yield fh
@@ -274,7 +276,7 @@ class Storage(ABC):
     def staged_file(self, key: str, suffix: str = "") -> Iterator[Path]:
         """A local path to fill (e.g. by a Parquet writer); uploaded atomically on success."""
         validate_key(key)
-        with tempfile.TemporaryDirectory(prefix="asrd-stage-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("stage")) as tmp:
             path = Path(tmp) / ("object" + suffix)
             yield path
             if not path.exists():

@@ -73,9 +73,20 @@ def writer_alive(name: str) -> bool | None:
     and this host can tell (the pid exists with the same start time), None when unknown (another
     host, an old-style name)."""
     m = _TMP_OWNER.match(name)
-    if m is None or m.group(1) != _host_tag():
+    if m is None:
         return None
-    pid, start = int(m.group(2)), int(m.group(3))
+    return owner_alive(m.group(1), int(m.group(2)), int(m.group(3)))
+
+
+def owner_tag() -> str:
+    """``<host tag>.<pid>.<process start>`` of this process, as temporaries' names carry it."""
+    return _owner_tag(os.getpid())
+
+
+def owner_alive(host: str, pid: int, start: int) -> bool | None:
+    """Whether the process named by an owner tag is alive (None: another host, cannot tell)."""
+    if host != _host_tag():
+        return None
     if os.path.isdir("/proc/self"):
         current = _process_start(pid)
         if current is None:

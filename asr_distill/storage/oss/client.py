@@ -47,6 +47,7 @@ from asr_distill.storage.oss.reader import READ_CHUNK, ObjectReader
 from asr_distill.storage.oss.redact import register_secret
 from asr_distill.storage.oss.retry import RetryPolicy, translate
 from asr_distill.storage.oss.uri import parse_oss_uri, region_from_endpoint
+from asr_distill.storage.scratch import scratch_prefix
 
 # Records keep the package's logger name (what `managed_python_loggers` in dagster.yaml names).
 logger = logging.getLogger(__package__)
@@ -330,7 +331,7 @@ class OSSStorage(Storage):
     @contextlib.contextmanager
     def versioned_copy(self, key: str, suffix: str = "") -> Iterator[tuple[Path, ObjectInfo]]:
         """A local copy made by one GET, and the ETag/size/mtime that GET returned (one request)."""
-        with tempfile.TemporaryDirectory(prefix="asrd-copy-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("copy")) as tmp:
             dest = Path(tmp) / ("object" + suffix)
             reader = ObjectReader(self, key)
             with io.BufferedReader(reader, buffer_size=READ_CHUNK) as src, open(dest, "wb") as out:
