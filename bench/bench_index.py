@@ -7,7 +7,8 @@ Targets (from the issue):
 * throughput: ``build_index`` indexes >= 0.5x the files/s of a bare single-thread ``soundfile.info``
   loop over the same files (interleaved in one run, R repeats, median of the per-repeat ratios);
 * memory: peak RSS of ``build_index`` on 10N files <= 1.2x its peak RSS on N files (fresh processes),
-  for the driver and for the driver plus its probe processes (the forkserver and the pool workers).
+  for the driver and for the driver plus its probe processes (the forkserver and the pool workers;
+  measured on runs with ``executor="process"`` so that the same processes exist at both sizes).
 
 A corpus is generated into a temporary directory with numpy + soundfile (``realistic``: WAV 16k mono,
 some WAV 44.1k stereo, FLAC, MP3, Ogg/Opus, a few truncated WAVs; ``wav``: WAV 16k mono only), with
@@ -450,19 +451,23 @@ def child_main(mode: str, raw_root: str, lake_root: str, prefix: str) -> None:
     out: dict[str, Any] = {"mode": mode, "pandas_loaded_before": "pandas" in sys.modules}
     if mode == "baseline_pandas":  # pyarrow imports pandas on its first Python-object conversion
         pyarrow.array([1.0])
-    if mode == "index":
+    if mode in ("index", "index_process"):
         # The probe processes are sampled from /proc (bench_clean's sampler; it also imports soxr, ~1 MiB).
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_clean import TreeSampler
 
+        from asr_distill.stages.index.build import IndexOptions
+
+        options = IndexOptions(executor="process") if mode == "index_process" else None
         sampler = TreeSampler()
         sampler.start()
-        elapsed, summary = run_index(Path(raw_root), Path(lake_root), prefix)
+        elapsed, summary = run_index(Path(raw_root), Path(lake_root), prefix, options)
         tree_kib, _ = sampler.stop()
         out.update(elapsed_s=round(elapsed, 3), rows=summary.rows, ok_rows=summary.ok_rows)
         out["tree_peak_mib"] = round(tree_kib / 1024, 1)  # peak of the summed RSS of the process tree
         pool_kib = sum(v for pid, v in sampler.rss.items() if pid != os.getpid())  # sum of per-process peaks
         out["pool_peak_mib"] = round(pool_kib / 1024, 1)
+        out["pool_processes"] = sum(1 for pid in sampler.rss if pid != os.getpid())
     out["pandas_loaded_after"] = "pandas" in sys.modules
     out.update(_peaks_mib())
     print(json.dumps(out))
@@ -582,10 +587,17 @@ def print_report(doc: dict[str, Any]) -> None:
         f"  ratio 10N/N {m['ratio_10n_vs_n']}   (growth above imports+pandas: {m['growth_above_baseline_mib']} MiB)"
     )
     print(
-        f"  probe processes (forkserver + workers, summed RSS, shared pages counted per process): "
-        f"N {m['pool_peak_mib']['n']}, 10N {m['pool_peak_mib']['10n']}; driver + probe processes, sum of "
+        f"  with executor='process' (pool at both sizes): probe processes (forkserver + workers, summed "
+        f"RSS, shared pages counted per process; {m['pool_processes']} processes seen): N "
+        f"{m['pool_peak_mib']['n']}, 10N {m['pool_peak_mib']['10n']}; driver + probe processes, sum of "
         f"peaks: ratio 10N/N {m['tree_ratio_10n_vs_n']} (peak of the summed tree: N {m['tree_peak_mib']['n']}, "
         f"10N {m['tree_peak_mib']['10n']})"
+    )
+    d = m["default_executor_runs"]
+    print(
+        f"  default executor: probe processes seen {d['pool_processes']}, summed peaks N "
+        f"{d['pool_peak_mib']['n']}, 10N {d['pool_peak_mib']['10n']} (at N the workers mostly end before "
+        f"the sampler sees them: not comparable, {d['tree_ratio_10n_vs_n_not_like_for_like']})"
     )
     print(
         f"  build_index files/s at 10N in this process: {m['warm_files_per_s_10n']:,.0f} "
@@ -780,12 +792,25 @@ def main(argv: list[str] | None = None) -> int:
 
         # -- memory: fresh processes, N and 10N interleaved ----------------------------------------
         mem: dict[str, list[dict[str, Any]]] = {"baseline": [], "baseline_pandas": [], "n": [], "10n": []}
+        # The probe processes are compared on runs that force the pool at both sizes. With the default
+        # executor a fresh process probes the first chunks itself while the forkserver starts (about a
+        # second, cold): at N it finishes all 600 files before the workers exist, they live a few ms and
+        # the 20 ms sampler mostly misses them, so "N" would count the forkserver alone and "10N" the
+        # forkserver and the workers: a different set of processes, not growth (per-process peaks are
+        # the same at both sizes; see pool_processes and pool_rss_by_size_auto in the JSON).
+        pooled: dict[str, list[dict[str, Any]]] = {"n": [], "10n": []}
         for _ in range(args.mem_repeat):
             mem["baseline"].append(launcher.run("baseline", raw_root, lake_root, SMALL))
             mem["baseline_pandas"].append(launcher.run("baseline_pandas", raw_root, lake_root, SMALL))
             mem["n"].append(launcher.run("index", raw_root, lake_root, SMALL))
             mem["10n"].append(launcher.run("index", raw_root, lake_root, BIG))
-        bad_10n = [r for r in mem["10n"] if r["rows"] != len(big.audio) or r["ok_rows"] != len(big.audio)]
+            pooled["n"].append(launcher.run("index_process", raw_root, lake_root, SMALL))
+            pooled["10n"].append(launcher.run("index_process", raw_root, lake_root, BIG))
+        bad_10n = [
+            r
+            for r in mem["10n"] + pooled["10n"]
+            if r["rows"] != len(big.audio) or r["ok_rows"] != len(big.audio)
+        ]
         if bad_10n:
             doc["index_check_10n"] = [f"rows={r['rows']} ok_rows={r['ok_rows']}" for r in bad_10n]
         peak = {k: max(r["ru_maxrss_mib"] for r in v) for k, v in mem.items()}
@@ -795,20 +820,37 @@ def main(argv: list[str] | None = None) -> int:
         with stderr_lines(noise):
             warm_10n = len(big.audio) / run_index(raw_root, lake_root, BIG)[0]
         mem_ratio = peak["10n"] / peak["n"]
-        # Driver and probe processes peak at different moments: compare the sums of their peaks.
-        pool_peak = {k: max(r["pool_peak_mib"] for r in mem[k]) for k in ("n", "10n")}
-        # Only comparable when both runs used the pool (a listing under pool_min_objects is probed inline).
+        # Driver and probe processes peak at different moments: compare the sums of their peaks, on the
+        # runs with the pool forced (executor="process"), where the same processes exist at N and 10N.
+        pooled_peak = {k: max(r["ru_maxrss_mib"] for r in pooled[k]) for k in ("n", "10n")}
+        pool_peak = {k: max(r["pool_peak_mib"] for r in pooled[k]) for k in ("n", "10n")}
         both_pooled = pool_peak["n"] > 0 and pool_peak["10n"] > 0
-        tree_ratio = (peak["10n"] + pool_peak["10n"]) / (peak["n"] + pool_peak["n"]) if both_pooled else None
+        tree_ratio = (
+            (pooled_peak["10n"] + pool_peak["10n"]) / (pooled_peak["n"] + pool_peak["n"])
+            if both_pooled
+            else None
+        )
+        auto_pool = {k: max(r["pool_peak_mib"] for r in mem[k]) for k in ("n", "10n")}
         doc["memory"] = {
             "peak_rss_mib": {k: [r["ru_maxrss_mib"] for r in v] for k, v in mem.items()},
             "vmhwm_mib": {k: [r.get("vmhwm_mib") for r in v] for k, v in mem.items()},
             "vmhwm_max_diff_mib": round(hwm_diff, 1),
             "files": {"n": len(small.audio), "10n": len(big.audio)},
             "ratio_10n_vs_n": round(mem_ratio, 3),
-            "tree_peak_mib": {k: [r["tree_peak_mib"] for r in mem[k]] for k in ("n", "10n")},
-            "pool_peak_mib": {k: [r["pool_peak_mib"] for r in mem[k]] for k in ("n", "10n")},
+            "tree_peak_mib": {k: [r["tree_peak_mib"] for r in pooled[k]] for k in ("n", "10n")},
+            "pool_peak_mib": {k: [r["pool_peak_mib"] for r in pooled[k]] for k in ("n", "10n")},
+            "pool_processes": {k: [r["pool_processes"] for r in pooled[k]] for k in ("n", "10n")},
+            "driver_peak_mib_process_executor": {
+                k: [r["ru_maxrss_mib"] for r in pooled[k]] for k in ("n", "10n")
+            },
             "tree_ratio_10n_vs_n": round(tree_ratio, 3) if tree_ratio is not None else None,
+            "default_executor_runs": {
+                "pool_peak_mib": {k: [r["pool_peak_mib"] for r in mem[k]] for k in ("n", "10n")},
+                "pool_processes": {k: [r["pool_processes"] for r in mem[k]] for k in ("n", "10n")},
+                "tree_ratio_10n_vs_n_not_like_for_like": round(
+                    (peak["10n"] + auto_pool["10n"]) / (peak["n"] + auto_pool["n"]), 3
+                ),
+            },
             "growth_above_baseline_mib": {
                 "n": round(peak["n"] - peak["baseline_pandas"], 1),
                 "10n": round(peak["10n"] - peak["baseline_pandas"], 1),

@@ -291,3 +291,17 @@ def test_row_fields_follow_the_schema():
     side = {"text": None, "language": None, "speaker": None, "sidecar_key": None, "sidecar_error": None}
     row = make_row("p", ObjectInfo("p/a.wav", 3), Probe(), side)
     assert tuple(row) == ROW_FIELDS == tuple(AUDIO_INDEX_SCHEMA.names)
+
+
+def test_a_sidecar_read_at_its_listed_size_still_sees_what_changed_since_the_listing(tmp_path) -> None:
+    """Sidecars are read at their listed size + 1 byte; one that grew (or shrank) is read whole anyway."""
+    from asr_distill.stages.index.build import Group
+
+    raw = LocalStorage(tmp_path / "raw")
+    (raw.root / "p").mkdir(parents=True)
+    (raw.root / "p/a.txt").write_text("hello there, a longer text than listed\n")
+    (raw.root / "p/b.txt").write_text("short\n")
+    grew = read_sidecars(raw, Group("p/a", txt=ObjectInfo("p/a.txt", size=5)))
+    shrank = read_sidecars(raw, Group("p/b", txt=ObjectInfo("p/b.txt", size=500)))
+    assert grew["text"] == "hello there, a longer text than listed" and grew["sidecar_error"] is None
+    assert shrank["text"] == "short" and shrank["sidecar_error"] is None

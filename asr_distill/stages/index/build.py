@@ -195,8 +195,12 @@ def _read_sidecar(store: Storage, obj: ObjectInfo) -> bytes | str:
     if obj.size > SIDECAR_MAX_BYTES:
         return "too_large"
     try:
-        # Never read past the cap, even when the object grew since the listing.
-        data = store.read_range(obj.key, 0, SIDECAR_MAX_BYTES + 1)
+        # Ask for the listed size plus one byte: a read buffer of the cap's size costs more than the
+        # read itself. More than the listed size came back: the object grew since the listing, so read
+        # again up to the cap (never past it).
+        data = store.read_range(obj.key, 0, obj.size + 1)
+        if len(data) > obj.size:
+            data = store.read_range(obj.key, 0, SIDECAR_MAX_BYTES + 1)
     except InvalidKeyError:
         return "unaddressable_key"
     except ObjectNotFoundError:  # removed since the listing; access/network errors fail the step
@@ -263,6 +267,16 @@ def read_sidecars(store: Storage, group: Group) -> dict[str, Any]:
         out["language"] = fields["language"]
         out["speaker"] = fields["speaker"]
     return out
+
+
+# What read_sidecars returns for a group without sidecars (make_row copies the values out of it).
+_NO_SIDECARS: dict[str, Any] = {
+    "text": None,
+    "language": None,
+    "speaker": None,
+    "sidecar_key": None,
+    "sidecar_error": None,
+}
 
 
 def probe_object(store: Storage, obj: ObjectInfo) -> Probe:
@@ -389,7 +403,7 @@ def _group_rows(
         probes = [probe_object(raw, obj) for obj in group.audio]
         side = sidecars.result()
         return [make_row(partition, obj, probe, side) for obj, probe in zip(group.audio, probes, strict=True)]
-    side = read_sidecars(raw, group) if (group.txt or group.json) else read_sidecars(raw, Group(group.stem))
+    side = read_sidecars(raw, group) if (group.txt or group.json) else _NO_SIDECARS
     return [make_row(partition, obj, probe_object(raw, obj), side) for obj in group.audio]
 
 
