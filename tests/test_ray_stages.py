@@ -230,6 +230,29 @@ def test_the_assets_run_their_chunks_on_the_cluster_when_asked(
     assert _lake_bytes(lake, prefixes) == _lake_bytes(pool_lake, prefixes)
 
 
+def test_segmentation_writes_the_same_lake_bytes_through_ray_as_through_the_local_pool(
+    cluster, tmp_path
+) -> None:
+    """Long-form recordings: one recording per task, each task writing its segment tar to the lake."""
+    from asr_distill.stages.segment import run_segment
+    from asr_distill.stages.segment.config import SegmentStageConfig
+    from tests.segments_fixtures import write_long_recordings
+
+    raw = LocalStorage(tmp_path / "raw")
+    part = "longform"
+    write_long_recordings(raw.root, part, tmp_path)
+    digests = []
+    for executor in ("process", RayTasks(ship_stores=True)):
+        lake = LocalStorage(tmp_path / ("pool" if executor == "process" else "ray"))
+        run_index(raw, lake, part)
+        run_clean(raw, lake, part)
+        summary = run_segment(raw, lake, part, SegmentStageConfig(executor=executor))
+        assert summary.segmented >= 2 and summary.kept_segments > 0
+        digests.append(_lake_bytes(lake, [layout.segmented_prefix(part)]))
+    assert any(k.endswith(".tar") for k in digests[0])
+    assert digests[0] == digests[1]
+
+
 def test_a_remote_cluster_runs_the_stages_by_default_with_stores_reopened_there(
     demo_corpus, pool_lake, tmp_path, instance, ray_head, monkeypatch
 ):
@@ -256,26 +279,3 @@ def test_a_remote_cluster_runs_the_stages_by_default_with_stores_reopened_there(
         assert any(expected in m for m in logs), asset
     prefixes = _stage_prefixes("en_read")
     assert _lake_bytes(lake, prefixes) == _lake_bytes(pool_lake, prefixes)
-
-
-def test_segmentation_writes_the_same_lake_bytes_through_ray_as_through_the_local_pool(
-    cluster, tmp_path
-) -> None:
-    """Long-form recordings: one recording per task, each task writing its segment tar to the lake."""
-    from asr_distill.stages.segment import run_segment
-    from asr_distill.stages.segment.config import SegmentStageConfig
-    from tests.segments_fixtures import write_long_recordings
-
-    raw = LocalStorage(tmp_path / "raw")
-    part = "longform"
-    write_long_recordings(raw.root, part, tmp_path)
-    digests = []
-    for executor in ("process", RayTasks(ship_stores=True)):
-        lake = LocalStorage(tmp_path / ("pool" if executor == "process" else "ray"))
-        run_index(raw, lake, part)
-        run_clean(raw, lake, part)
-        summary = run_segment(raw, lake, part, SegmentStageConfig(executor=executor))
-        assert summary.segmented >= 2 and summary.kept_segments > 0
-        digests.append(_lake_bytes(lake, [layout.segmented_prefix(part)]))
-    assert any(k.endswith(".tar") for k in digests[0])
-    assert digests[0] == digests[1]
