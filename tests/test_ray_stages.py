@@ -13,6 +13,7 @@ import sys
 
 import dagster as dg
 import pytest
+import ray.cloudpickle as ray_cloudpickle
 
 from asr_distill import lake as layout
 from asr_distill.assets import ALL_ASSETS, ALL_CHECKS
@@ -36,10 +37,7 @@ PARTS = ["broken", "en_read"]
 
 # The cluster's workers cannot import this test module: its test-only functions and stores travel by
 # value (what Ray's cloudpickle does for a driver script's own functions).
-ray_cloudpickle = pytest.importorskip("ray.cloudpickle")
-ray_cloudpickle.register_pickle_by_value(
-    sys.modules[__name__]
-)  # undecodable and truncated files, and clean speech
+ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
