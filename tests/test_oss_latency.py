@@ -111,18 +111,26 @@ def test_server_latency_is_waited_per_request_and_concurrently(oss_server, oss_b
         oss_server.latency_s = -1
 
 
-def test_server_latency_delays_every_request(oss_server, oss_bucket):
+def test_server_latency_delays_every_request(oss_server, oss_bucket, monkeypatch):
+    """Every request waits the injected latency once (the waits are recorded, not timed)."""
     s = store(oss_server, oss_bucket, "lat2")
     s.write_bytes("a.bin", b"a")
+    waited: list[float] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        if seconds == 0.05:  # the injected latency (the layer's other sleeps use other values)
+            waited.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(server_module.time, "sleep", sleep)
     oss_server.latency_s = 0.05
     try:
-        t0 = time.monotonic()
         for _ in range(3):
             s.read_bytes("a.bin")
-        elapsed = time.monotonic() - t0
     finally:
         oss_server.latency_s = 0.0
-    assert elapsed >= 3 * 0.05  # a lower bound only: sleeping never takes less
+    assert waited == [0.05, 0.05, 0.05]
 
 
 # -- configuration --------------------------------------------------------------------------------
