@@ -119,7 +119,7 @@ def wants_read_ahead(store: Storage | None, executor: str) -> bool:
     return (
         store is not None
         and executor in ("process", "thread", "inline")
-        and getattr(store, "io_concurrency", 1) > 1
+        and store.io_concurrency > 1
     )
 
 

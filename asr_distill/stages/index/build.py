@@ -65,7 +65,7 @@ class IndexOptions:
     """
 
     # Probe processes (local) or threads (remote). None: one process per core locally; for a remote
-    # store its ``io_concurrency`` threads (OSS: 32 by default), each waiting on its own request.
+    # store its ``io_concurrency`` threads (OSS: 64 by default), each waiting on its own request.
     workers: int | None = None
     max_in_flight: int = 256  # objects being probed at once (bounds memory)
     batch_rows: int = 2048
@@ -449,7 +449,7 @@ def _probe_packed(packed: list[PackedGroup], raw: Storage, partition: str) -> li
     def rows(p: PackedGroup) -> list[tuple[Any, ...]]:
         return [tuple(row.values()) for row in _group_rows(raw, partition, _unpack(p))]
 
-    threads = min(len(packed), getattr(raw, "io_concurrency", 1))
+    threads = min(len(packed), raw.io_concurrency)
     if threads <= 1:
         return [rows(p) for p in packed]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="probe") as pool:
