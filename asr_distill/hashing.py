@@ -156,6 +156,11 @@ class HashingReader(io.RawIOBase):
             self.raw_bytes += n
         return n
 
+    @property
+    def hashed_bytes(self) -> int:
+        """How many bytes from the start the hash covers (the file's size once :meth:`finish` ran)."""
+        return self._hashed
+
     def buffered(self, size: int = DECODER_BUFFER) -> io.BufferedReader:
         """This reader behind a read buffer: what to hand a decoder that makes many small reads."""
         return io.BufferedReader(self, size)

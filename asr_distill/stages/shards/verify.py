@@ -11,7 +11,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterable
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 import soundfile as sf
@@ -112,28 +112,6 @@ def check_shard_sizes(shards: pa.Table, config: ShardConfig) -> list[Problem]:
 
 
 # -- the tars themselves -------------------------------------------------------------------------------
-class _HashingReader(io.RawIOBase):
-    def __init__(self, fh: BinaryIO) -> None:
-        self._fh = fh
-        self.hash = hashing.new()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        data = self._fh.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.hash.update(data)
-        self.size += n
-        return n
-
-    def drain(self) -> None:
-        while self._fh and self.read(1 << 20):
-            pass
-
-
 def _check_one_tar(
     lake: Storage,
     shard: dict[str, Any],
@@ -155,9 +133,9 @@ def _check_one_tar(
         return out
     members: list[tuple[tarfile.TarInfo, bytes | None]] = []
     with fh:
-        reader = _HashingReader(fh)
+        reader = hashing.HashingReader(fh)  # the tar is read once: parsed and hashed together
         try:
-            with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|") as tf:
+            with tarfile.open(fileobj=reader.buffered(1 << 20), mode="r|") as tf:
                 for ti in tf:
                     data = None
                     if ti.isfile() and (ti.name.endswith("." + ext) or ti.name.endswith(".json")):
@@ -167,10 +145,10 @@ def _check_one_tar(
         except (tarfile.TarError, OSError, EOFError) as exc:
             bad("unreadable", detail=f"{type(exc).__name__}: {exc}")
             return out
-        reader.drain()
-        if reader.size != shard["size"]:
-            bad("size_mismatch", size=reader.size, expected=shard["size"])
-        if reader.hash.hexdigest() != shard["blake3"]:
+        digest = reader.finish()  # hashes what the tar reader left unread (padding at the end)
+        if reader.hashed_bytes != shard["size"]:
+            bad("size_mismatch", size=reader.hashed_bytes, expected=shard["size"])
+        if digest != shard["blake3"]:
             bad("blake3_mismatch")
     if len(members) != 2 * len(rows) or len(members) != 2 * shard["nsamples"]:
         bad("member_count", members=len(members), samples=len(rows), nsamples=shard["nsamples"])
